@@ -1,0 +1,211 @@
+"""Configuration: Development / Testing / Production, every value read from the environment.
+
+Values are read when a config object is built (not at import), so a process that changes
+its environment (tests, the dev runner) gets what it asked for. Production fails fast:
+`ConfigError` carries one clear line naming the missing or weak setting.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+
+EMBEDDED_MONGODB_PORT = 27117
+EMBEDDED_REDIS_PORT = 6390
+MIN_SECRET_BYTES = 32
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or unsafe; the message is one line for the operator."""
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def env_int(name: str, default: int, *, minimum: int = 0) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def env_list(name: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+
+
+def var_dir() -> Path:
+    """Where the embedded runtime keeps data and the development secret."""
+    return Path(env_str("TASKAPI_VAR_DIR") or ROOT / "var")
+
+
+def default_workers() -> int:
+    return 2 * (os.cpu_count() or 1) + 1
+
+
+class Config:
+    """Settings shared by every environment; see API.md "Running it"."""
+
+    ENV_NAME = "base"
+    TESTING = False
+    DEBUG = False
+
+    def __init__(self) -> None:
+        self.MONGODB_URI = env_str("MONGODB_URI") or (
+            f"mongodb://127.0.0.1:{EMBEDDED_MONGODB_PORT}/taskapi?directConnection=true"
+        )
+        # Short server selection: a dead database answers 503 in ~2 s, never a 30 s hang.
+        self.MONGODB_TIMEOUT_MS = env_int("MONGODB_TIMEOUT_MS", 2000, minimum=100)
+        self.REDIS_URL = env_str("REDIS_URL") or f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
+        self.REDIS_TIMEOUT_SECONDS = env_int("REDIS_TIMEOUT_MS", 500, minimum=50) / 1000
+
+        self.JWT_SECRET_KEY = env_str("JWT_SECRET_KEY")
+        self.JWT_ALGORITHM = env_str("JWT_ALGORITHM", "HS256")
+        self.ACCESS_TOKEN_TTL_SECONDS = env_int("ACCESS_TOKEN_TTL_SECONDS", 900, minimum=1)
+        self.REFRESH_TOKEN_TTL_SECONDS = env_int("REFRESH_TOKEN_TTL_SECONDS", 2_592_000, minimum=1)
+
+        self.RATELIMIT_ENABLED = env_bool("RATELIMIT_ENABLED", True)
+        self.RATELIMIT_DEFAULT = env_str("RATELIMIT_DEFAULT", "600/minute")
+        self.RATELIMIT_LOGIN = env_str("RATELIMIT_LOGIN", "10/minute")
+        self.RATELIMIT_LOGIN_ACCOUNT = env_str("RATELIMIT_LOGIN_ACCOUNT", "5/minute")
+        self.RATELIMIT_REGISTER = env_str("RATELIMIT_REGISTER", "20/hour")
+
+        self.CACHE_TTL_SECONDS = env_int("CACHE_TTL_SECONDS", 30)
+        self.TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+        self.MAX_CONTENT_LENGTH = env_int("MAX_CONTENT_LENGTH", 65536, minimum=1)
+        self.CORS_ORIGINS = env_list("CORS_ORIGINS")
+
+        self.HOST = env_str("HOST", "127.0.0.1")
+        self.PORT = env_int("PORT", 8000, minimum=1)
+        self.WORKERS = env_int("WORKERS", default_workers(), minimum=1)
+        self.LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+        self.LOG_FORMAT = env_str("LOG_FORMAT", self.default_log_format())
+
+        # flask-smorest / OpenAPI
+        self.API_TITLE = "taskapi"
+        self.API_VERSION = "v1"
+        self.OPENAPI_VERSION = "3.0.3"
+        self.OPENAPI_URL_PREFIX = "/"
+        self.OPENAPI_JSON_PATH = "openapi.json"
+        self.OPENAPI_SWAGGER_UI_PATH = "docs"
+        self.OPENAPI_SWAGGER_UI_URL = "/docs/assets/"
+
+    def default_log_format(self) -> str:
+        return "text"
+
+    def validate(self) -> None:
+        """Raise ConfigError (one line) when a setting cannot work."""
+        if self.LOG_FORMAT not in {"text", "json"}:
+            raise ConfigError(f"LOG_FORMAT must be text or json, got {self.LOG_FORMAT!r}")
+        if self.JWT_ALGORITHM not in {"HS256", "HS384", "HS512"}:
+            raise ConfigError(f"JWT_ALGORITHM must be HS256, HS384 or HS512, got {self.JWT_ALGORITHM!r}")
+        if len(self.JWT_SECRET_KEY.encode()) < MIN_SECRET_BYTES:
+            raise ConfigError(
+                f"JWT_SECRET_KEY must be set to at least {MIN_SECRET_BYTES} bytes "
+                "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+
+
+class DevelopmentConfig(Config):
+    """Embedded servers by default; one generated secret shared by every worker."""
+
+    ENV_NAME = "development"
+    DEBUG = False  # the Werkzeug debugger never runs behind gunicorn
+
+    def __init__(self) -> None:
+        load_dotenv_file()
+        super().__init__()
+        if not self.JWT_SECRET_KEY:
+            self.JWT_SECRET_KEY = development_secret(var_dir() / "jwt_secret")
+
+
+class TestingConfig(Config):
+    """Used by the test suite: servers and secrets come from the fixtures' environment."""
+
+    ENV_NAME = "testing"
+    TESTING = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        if not self.JWT_SECRET_KEY:
+            self.JWT_SECRET_KEY = "testing-secret-" + "x" * MIN_SECRET_BYTES
+
+
+class ProductionConfig(Config):
+    """No embedded servers, no generated secrets: every dependency is named explicitly."""
+
+    ENV_NAME = "production"
+
+    def default_log_format(self) -> str:
+        return "json"
+
+    def validate(self) -> None:
+        for name in ("MONGODB_URI", "REDIS_URL"):
+            if not env_str(name):
+                raise ConfigError(f"{name} must be set when TASKAPI_ENV=production")
+        super().validate()
+
+
+CONFIGS: dict[str, type[Config]] = {
+    "development": DevelopmentConfig,
+    "testing": TestingConfig,
+    "production": ProductionConfig,
+}
+
+
+def get_config(name: str | None = None) -> Config:
+    """Build and validate the config named by `name` or TASKAPI_ENV (default development)."""
+    name = (name or env_str("TASKAPI_ENV") or "development").lower()
+    if name not in CONFIGS:
+        raise ConfigError(f"TASKAPI_ENV must be one of {', '.join(CONFIGS)}, got {name!r}")
+    config = CONFIGS[name]()
+    config.validate()
+    return config
+
+
+def development_secret(path: Path) -> str:
+    """Read the development secret, creating it once; O_EXCL makes concurrent workers agree."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+    for _ in range(50):  # another worker may be between create and write
+        secret = path.read_text().strip()
+        if secret:
+            return secret
+        time.sleep(0.02)
+    raise ConfigError(f"development secret file {path} is empty; delete it and restart")
+
+
+def load_dotenv_file() -> None:
+    """Development only: read ./.env without overriding the real environment."""
+    env_file = ROOT / ".env"
+    if env_file.is_file():
+        from dotenv import load_dotenv
+
+        load_dotenv(env_file, override=False)

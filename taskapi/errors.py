@@ -1,0 +1,206 @@
+"""Domain errors and the one RFC 9457 problem+json envelope used for every error response."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any, Mapping
+
+import pymongo.errors
+import redis.exceptions
+from flask import Flask, Response, current_app, g, json
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("taskapi.errors")
+
+PROBLEM_MIMETYPE = "application/problem+json"
+RETRY_AFTER_SECONDS = 5
+
+
+class ApiError(Exception):
+    """An error a service raises; the handler turns it into problem+json."""
+
+    status = 500
+    detail = "The server could not complete the request."
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        errors: Mapping[str, list[str]] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail or self.detail)
+        self.detail = detail or self.detail
+        self.errors = dict(errors) if errors else None
+        self.headers = dict(headers or {})
+
+
+class BadRequest(ApiError):
+    status = 400
+    detail = "The request is malformed."
+
+
+class Unauthorized(ApiError):
+    status = 401
+    detail = "A valid access token is required."
+
+    def __init__(self, detail: str | None = None, *, error: str = "invalid_token", **kwargs: Any) -> None:
+        super().__init__(detail, **kwargs)
+        # RFC 6750 section 3: the challenge names the problem without echoing the token.
+        description = self.detail.replace('"', "'")
+        self.headers.setdefault(
+            "WWW-Authenticate", f'Bearer realm="taskapi", error="{error}", error_description="{description}"'
+        )
+
+
+class Forbidden(ApiError):
+    status = 403
+    detail = "You are not allowed to do this."
+
+
+class NotFound(ApiError):
+    status = 404
+    detail = "The requested resource was not found."
+
+
+class Conflict(ApiError):
+    status = 409
+    detail = "The request conflicts with the current state of the resource."
+
+
+class PreconditionFailed(ApiError):
+    status = 412
+    detail = "The resource has changed since you read it (If-Match does not match)."
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+    detail = "The request body must be application/json."
+
+
+class ValidationFailed(ApiError):
+    status = 422
+    detail = "The request failed validation."
+
+
+class ServiceUnavailable(ApiError):
+    status = 503
+    detail = "A dependency is unavailable; retry shortly."
+
+    def __init__(self, detail: str | None = None, **kwargs: Any) -> None:
+        super().__init__(detail, **kwargs)
+        self.headers.setdefault("Retry-After", str(RETRY_AFTER_SECONDS))
+
+
+def problem(
+    status: int,
+    detail: str,
+    *,
+    errors: Mapping[str, list[str]] | None = None,
+    headers: Mapping[str, str] | None = None,
+    title: str | None = None,
+) -> Response:
+    """Build the problem+json response every error path shares."""
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "request_id": g.get("request_id"),
+    }
+    if errors:
+        body["errors"] = errors
+    response = current_app.response_class(json.dumps(body), status=status, mimetype=PROBLEM_MIMETYPE)
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def flatten_messages(messages: Any, prefix: str = "") -> dict[str, list[str]]:
+    """Turn marshmallow's nested messages into `{"field.sub": ["msg", …]}`."""
+    if isinstance(messages, Mapping):
+        flat: dict[str, list[str]] = {}
+        for key, value in messages.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            for field, items in flatten_messages(value, name).items():
+                flat.setdefault(field, []).extend(items)
+        return flat
+    if isinstance(messages, (list, tuple)) and all(isinstance(m, str) for m in messages):
+        return {prefix or "_schema": list(messages)}
+    if isinstance(messages, (list, tuple)):
+        flat = {}
+        for item in messages:
+            for field, items in flatten_messages(item, prefix).items():
+                flat.setdefault(field, []).extend(items)
+        return flat
+    return {prefix or "_schema": [str(messages)]}
+
+
+def webargs_errors(data: Mapping[str, Any]) -> dict[str, list[str]]:
+    """webargs reports `{"json": {...}, "query": {...}}`; clients want the field names."""
+    flat: dict[str, list[str]] = {}
+    for location_messages in (data.get("messages") or {}).values():
+        for field, items in flatten_messages(location_messages).items():
+            flat.setdefault(field, []).extend(items)
+    return flat
+
+
+def handle_http_exception(error: HTTPException) -> Response:
+    """Werkzeug/flask-smorest HTTP errors (404, 405, 413, webargs 422, …) as problem+json."""
+    if error.code is None or error.code < 400:
+        return error  # routing redirects pass through untouched
+    data = getattr(error, "data", None) or {}
+    headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
+    headers.update(data.get("headers") or {})
+    errors = webargs_errors(data) if data.get("messages") else None
+    if error.code == 422 and errors:
+        detail = "The request failed validation; see errors for each field."
+    else:
+        detail = DETAILS.get(error.code) or error.description or HTTPStatus(error.code).phrase
+    if error.code == 500:
+        original = getattr(error, "original_exception", None)
+        if original is not None:
+            log.error("unhandled exception", exc_info=original)
+    return problem(error.code, detail, errors=errors, headers=headers)
+
+
+DETAILS = {
+    400: "The request is malformed.",
+    404: "The requested resource was not found.",
+    405: "The method is not allowed for this resource.",
+    413: "The request body is larger than the server accepts.",
+    500: "The server failed to complete the request; it has been logged with the request id.",
+}
+
+
+def handle_api_error(error: ApiError) -> Response:
+    return problem(error.status, error.detail, errors=error.errors, headers=error.headers)
+
+
+def handle_dependency_down(error: Exception) -> Response:
+    """MongoDB or Redis unreachable: 503 with Retry-After, never a 500 or a hang."""
+    name = "Redis" if isinstance(error, redis.exceptions.RedisError) else "MongoDB"
+    log.warning("dependency unavailable: %s: %s", name, error.__class__.__name__)
+    return handle_api_error(ServiceUnavailable(f"{name} is unavailable; retry shortly."))
+
+
+def handle_unexpected(error: Exception) -> Response:
+    log.error("unhandled exception", exc_info=error)
+    return problem(500, DETAILS[500])
+
+
+DEPENDENCY_ERRORS: tuple[type[Exception], ...] = (
+    pymongo.errors.ConnectionFailure,  # includes ServerSelectionTimeoutError, AutoReconnect
+    pymongo.errors.NetworkTimeout,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(ApiError, handle_api_error)
+    for error_class in DEPENDENCY_ERRORS:
+        app.register_error_handler(error_class, handle_dependency_down)
+    app.register_error_handler(Exception, handle_unexpected)

@@ -1,0 +1,95 @@
+"""Numbered migrations: `migrations/NNNN_name.py` files with `upgrade(db)`, applied once each, in order.
+
+Applied names are recorded in the `_migrations` collection. A lock document keeps two
+instances that start together (a scaled deployment) from applying the same step twice.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from types import ModuleType
+
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+
+from config import ROOT
+
+MIGRATIONS_DIR = ROOT / "migrations"
+RECORDS = "_migrations"
+LOCKS = "_migrations_lock"
+LOCK_STALE_AFTER = timedelta(minutes=10)
+NAME_RE = re.compile(r"^(\d{4})_[a-z0-9_]+\.py$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    name: str
+    path: Path
+
+    def load(self) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(f"taskapi_migration_{self.name}", self.path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        if not callable(getattr(module, "upgrade", None)):
+            raise RuntimeError(f"migration {self.name} has no upgrade(db) function")
+        return module
+
+
+def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """Every NNNN_name.py in the directory, by number; duplicate numbers are a mistake."""
+    found = sorted((p for p in directory.glob("*.py") if NAME_RE.match(p.name)), key=lambda p: p.name)
+    numbers = [NAME_RE.match(p.name).group(1) for p in found]
+    duplicates = {n for n in numbers if numbers.count(n) > 1}
+    if duplicates:
+        raise RuntimeError(f"two migrations share the number(s) {', '.join(sorted(duplicates))}")
+    return [Migration(p.stem, p) for p in found]
+
+
+def status(db: Database, directory: Path = MIGRATIONS_DIR) -> list[tuple[str, datetime | None]]:
+    """Each known migration with the time it was applied, or None when pending."""
+    applied = {doc["_id"]: doc["applied_at"] for doc in db[RECORDS].find()}
+    return [(m.name, applied.get(m.name)) for m in discover(directory)]
+
+
+def upgrade(db: Database, directory: Path = MIGRATIONS_DIR, *, wait_seconds: float = 60) -> list[str]:
+    """Apply pending migrations in order; returns the names applied (empty when up to date)."""
+    migrations = discover(directory)
+    with _lock(db, wait_seconds):
+        done = {doc["_id"] for doc in db[RECORDS].find({}, {"_id": 1})}
+        applied = []
+        for migration in migrations:
+            if migration.name in done:
+                continue
+            migration.load().upgrade(db)
+            db[RECORDS].insert_one({"_id": migration.name, "applied_at": datetime.now(timezone.utc)})
+            applied.append(migration.name)
+        return applied
+
+
+class _lock:
+    """A document with a fixed _id: inserting it takes the lock, a stale one is broken."""
+
+    def __init__(self, db: Database, wait_seconds: float) -> None:
+        self.locks = db[LOCKS]
+        self.wait_seconds = wait_seconds
+
+    def __enter__(self) -> None:
+        deadline = time.monotonic() + self.wait_seconds
+        while True:
+            now = datetime.now(timezone.utc)
+            try:
+                self.locks.insert_one({"_id": "upgrade", "taken_at": now})
+                return
+            except DuplicateKeyError:
+                self.locks.delete_one({"_id": "upgrade", "taken_at": {"$lt": now - LOCK_STALE_AFTER}})
+            if time.monotonic() > deadline:
+                raise RuntimeError("another `db upgrade` holds the migration lock; try again shortly")
+            time.sleep(0.2)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.locks.delete_one({"_id": "upgrade"})

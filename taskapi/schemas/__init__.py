@@ -1,0 +1,1 @@
+"""Marshmallow schemas by purpose: request bodies, query arguments and responses."""

@@ -1,0 +1,192 @@
+"""HTTP plumbing shared by every blueprint: JSON in and out, the body gate, request ids."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+import flask_smorest
+import orjson
+from bson import ObjectId
+from flask import Flask, Response, current_app, g, request
+from flask.json.provider import JSONProvider
+from marshmallow import RAISE
+from webargs import core
+from webargs.flaskparser import FlaskParser
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from taskapi.errors import BadRequest, UnsupportedMediaType
+
+REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+MAX_JSON_DEPTH = 32
+BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, ObjectId):
+        return str(value)
+    if isinstance(value, datetime):
+        return format_timestamp(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def format_timestamp(value: datetime) -> str:
+    """RFC 3339 in UTC with a Z suffix, to the second, as API.md shows; naive values are UTC."""
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc)
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class OrjsonProvider(JSONProvider):
+    """orjson out (fast), the strict parser in."""
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        return orjson.dumps(obj, default=_default).decode()
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return strict_loads(s)
+
+    def response(self, *args: Any, **kwargs: Any) -> Response:
+        obj = self._prepare_response_obj(args, kwargs)
+        return current_app.response_class(orjson.dumps(obj, default=_default), mimetype="application/json")
+
+
+class _Reject(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _Reject(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _no_constants(name: str) -> Any:
+    raise _Reject(f"{name} is not valid JSON")
+
+
+def strict_loads(raw: str | bytes) -> Any:
+    """Parse one JSON document the way RFC 8259 means it; anything doubtful is a 400."""
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw
+        value = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
+    except UnicodeDecodeError:
+        raise BadRequest("The request body is not valid UTF-8.") from None
+    except RecursionError:
+        raise BadRequest("The JSON body is nested too deeply.") from None
+    except _Reject as exc:
+        raise BadRequest(f"The request body is not valid JSON: {exc}.") from None
+    except ValueError as exc:
+        raise BadRequest(f"The request body is not valid JSON: {exc}.") from None
+    _check_tree(value)
+    return value
+
+
+def _check_tree(value: Any) -> None:
+    """Reject depth beyond MAX_JSON_DEPTH, lone surrogates and NUL characters."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise BadRequest(f"The JSON body is nested deeper than {MAX_JSON_DEPTH} levels.")
+        if isinstance(item, dict):
+            for key, child in item.items():
+                _check_string(key)
+                stack.append((child, depth + 1))
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, str):
+            _check_string(item)
+
+
+def _check_string(text: str) -> None:
+    if "\x00" in text:
+        raise BadRequest("JSON strings must not contain NUL characters.")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("JSON strings must not contain unpaired surrogates.") from None
+
+
+def is_json_mimetype(mimetype: str) -> bool:
+    return mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))
+
+
+def gate_request_body() -> None:
+    """Before any view: bodies only where a route takes JSON, and then one strict JSON object."""
+    if request.method not in BODY_METHODS or request.endpoint is None:
+        return
+    view = current_app.view_functions.get(request.endpoint)
+    takes_json = getattr(view, "_takes_json", False)
+    length = request.content_length
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if length is not None and length > current_app.config["MAX_CONTENT_LENGTH"]:
+        raise RequestEntityTooLarge()
+    if not (length or chunked):
+        if takes_json:
+            raise BadRequest("The request body must be a JSON object.")
+        return
+    if not takes_json:
+        raise UnsupportedMediaType("This endpoint takes no request body.")
+    if not is_json_mimetype(request.mimetype):
+        raise UnsupportedMediaType("The request body must be application/json.")
+    charset = request.mimetype_params.get("charset", "utf-8").lower()
+    if charset not in {"utf-8", "utf8"}:
+        raise UnsupportedMediaType("The request body must be encoded as UTF-8.")
+    raw = request.get_data(cache=True)  # Werkzeug raises 413 past MAX_CONTENT_LENGTH, chunked too
+    if not raw.strip():
+        raise BadRequest("The request body must be a JSON object.")
+    body = strict_loads(raw)
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    g.json_body = body
+
+
+def assign_request_id() -> None:
+    supplied = request.headers.get("X-Request-ID", "")
+    g.request_id = supplied if REQUEST_ID_RE.fullmatch(supplied) else uuid.uuid4().hex
+
+
+def add_request_id(response: Response) -> Response:
+    response.headers["X-Request-ID"] = g.get("request_id") or uuid.uuid4().hex
+    return response
+
+
+class StrictParser(FlaskParser):
+    """webargs parser that reads the already-gated body and refuses unknown query parameters."""
+
+    DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "query": RAISE, "querystring": RAISE}
+
+    def _raw_load_json(self, req):  # noqa: ANN001 - webargs hook
+        return g.get("json_body", core.missing)
+
+
+class Blueprint(flask_smorest.Blueprint):
+    """flask-smorest Blueprint that marks the views taking a JSON body for the body gate."""
+
+    ARGUMENTS_PARSER = StrictParser()
+
+    def arguments(self, schema, *, location="json", **kwargs):  # noqa: ANN001, ANN201
+        decorator = super().arguments(schema, location=location, **kwargs)
+        if location != "json":
+            return decorator
+
+        def mark(func):
+            wrapped = decorator(func)
+            wrapped._takes_json = True
+            return wrapped
+
+        return mark
+
+
+def register_request_hooks(app: Flask) -> None:
+    app.json = OrjsonProvider(app)
+    app.before_request(assign_request_id)
+    app.before_request(gate_request_body)
+    app.after_request(add_request_id)

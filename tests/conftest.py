@@ -1,0 +1,97 @@
+"""Fixtures: real SecantusDB and Redis processes once per session, a clean database per test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from taskapi import create_app, migrate
+from taskapi.extensions import get_db, get_redis
+from tests.servers import MongoServer, RedisServer
+
+
+@pytest.fixture(scope="session")
+def log_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session")
+def servers(log_dir):
+    """MongoDB and Redis URLs: TEST_MONGODB_URI / TEST_REDIS_URL when set, else our own processes."""
+    started = []
+    mongodb_uri = os.environ.get("TEST_MONGODB_URI")
+    redis_url = os.environ.get("TEST_REDIS_URL")
+    if not mongodb_uri:
+        started.append(MongoServer(log_dir).start())
+        mongodb_uri = started[-1].uri
+    if not redis_url:
+        started.append(RedisServer(log_dir).start())
+        redis_url = started[-1].url
+    yield {"MONGODB_URI": mongodb_uri, "REDIS_URL": redis_url}
+    for server in reversed(started):
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def app_env(servers):
+    """Environment for apps under test, in this process and in gunicorn children."""
+    env = {"TASKAPI_ENV": "testing", "JWT_SECRET_KEY": "test-secret-" + "k" * 40, **servers}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    yield env
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def app(app_env):
+    application = create_app("testing")
+    with application.app_context():
+        migrate.upgrade(get_db())
+    return application
+
+
+@pytest.fixture(autouse=True)
+def clean_state(request):
+    """Each test starts with empty collections (indexes kept) and an empty Redis."""
+    if "app" not in request.fixturenames:
+        yield
+        return
+    application = request.getfixturevalue("app")
+    with application.app_context():
+        db = get_db()
+        for name in db.list_collection_names():
+            if not name.startswith(("_migrations", "system.")):
+                db[name].delete_many({})
+        get_redis().flushdb()
+    yield
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def make_app(app, monkeypatch):
+    """Build another app against other servers; MongoEngine's one `default` connection is
+    rebound to the session app afterwards, so later tests talk to the session servers."""
+    from taskapi.extensions import init_mongo
+
+    def factory(**env: str):
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        return create_app("testing")
+
+    yield factory
+    init_mongo(app)

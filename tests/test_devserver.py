@@ -1,0 +1,73 @@
+"""The embedded runner behind `make run`: serves, stops cleanly, keeps data, explains a busy port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pymongo
+import pytest
+import requests
+
+from config import ROOT
+from taskapi import devserver
+from tests.servers import descendants, wait_gone, wait_http
+
+
+def start_runner(var_dir, ports):
+    env = {k: v for k, v in os.environ.items() if k not in {"MONGODB_URI", "REDIS_URL", "JWT_SECRET_KEY"}}
+    env.update(TASKAPI_ENV="development", TASKAPI_VAR_DIR=str(var_dir), WORKERS="2",
+               EMBEDDED_MONGODB_PORT=str(ports["mongo"]), EMBEDDED_REDIS_PORT=str(ports["redis"]),
+               PORT=str(ports["http"]))
+    return subprocess.Popen([sys.executable, "-m", "taskapi.devserver"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.fixture
+def ports():
+    return {"mongo": devserver.free_port(), "redis": devserver.free_port(), "http": devserver.free_port()}
+
+
+def test_runner_serves_stops_cleanly_and_keeps_data(tmp_path, ports):
+    runner = start_runner(tmp_path, ports)
+    base = f"http://127.0.0.1:{ports['http']}"
+    try:
+        wait_http(base + "/readyz", runner, timeout=60)
+        assert requests.get(base + "/healthz", timeout=5).json() == {"status": "ok"}
+        children = descendants(runner.pid)
+        assert len(children) >= 5  # SecantusDB, Redis, gunicorn master and 2 workers
+        with pymongo.MongoClient(devserver.mongo_uri(ports["mongo"])) as client:
+            client.taskapi.notes.insert_one({"_id": "kept", "text": "survives a restart"})
+    finally:
+        runner.send_signal(signal.SIGTERM)
+        output = runner.communicate(timeout=40)[0]
+    assert runner.returncode == 0, output
+    assert wait_gone(children) == set(), f"left behind: {children}\n{output}"
+    assert "stopped gunicorn, Redis, SecantusDB" in output
+    assert (tmp_path / "jwt_secret").exists() and (tmp_path / "db").is_dir()
+
+    again = start_runner(tmp_path, ports)
+    try:
+        wait_http(base + "/readyz", again, timeout=60)
+        with pymongo.MongoClient(devserver.mongo_uri(ports["mongo"])) as client:
+            assert client.taskapi.notes.find_one({"_id": "kept"})["text"] == "survives a restart"
+    finally:
+        again.send_signal(signal.SIGINT)  # what Ctrl-C delivers
+        again.communicate(timeout=40)
+    assert again.returncode == 0
+
+
+def test_busy_port_gives_one_clear_line(tmp_path, ports):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", ports["mongo"]))
+        squatter.listen()
+        runner = start_runner(tmp_path, ports)
+        output = runner.communicate(timeout=60)[0]
+    assert runner.returncode == 1
+    assert output.strip() == (
+        f"taskapi: port {ports['mongo']} is already in use, so the embedded SecantusDB cannot start "
+        "(stop the other server or set MONGODB_URI)"
+    )
