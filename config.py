@@ -84,6 +84,10 @@ class Config:
         self.JWT_ALGORITHM = env_str("JWT_ALGORITHM", "HS256")
         self.ACCESS_TOKEN_TTL_SECONDS = env_int("ACCESS_TOKEN_TTL_SECONDS", 900, minimum=1)
         self.REFRESH_TOKEN_TTL_SECONDS = env_int("REFRESH_TOKEN_TTL_SECONDS", 2_592_000, minimum=1)
+        # argon2id cost (argon2-cffi's RFC 9106 low-memory profile); a change rehashes on next login.
+        self.ARGON2_TIME_COST = env_int("ARGON2_TIME_COST", 3, minimum=1)
+        self.ARGON2_MEMORY_KIB = env_int("ARGON2_MEMORY_KIB", 65536, minimum=8)
+        self.ARGON2_PARALLELISM = env_int("ARGON2_PARALLELISM", 4, minimum=1)
 
         self.RATELIMIT_ENABLED = env_bool("RATELIMIT_ENABLED", True)
         self.RATELIMIT_DEFAULT = env_str("RATELIMIT_DEFAULT", "600/minute")

@@ -1,4 +1,4 @@
-"""Flask CLI: `flask --app wsgi db upgrade|status` (more commands join as features land)."""
+"""Flask CLI: `flask --app wsgi db upgrade|status`, `flask --app wsgi users create-admin`."""
 
 from __future__ import annotations
 
@@ -31,5 +31,33 @@ def db_status() -> None:
         click.echo(f"{name}  {state}")
 
 
+users_cli = AppGroup("users", help="User administration.")
+
+
+@users_cli.command("create-admin")
+@click.option("--email", required=True, help="The admin's email (created if new, promoted if it exists).")
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
+              help="Password for a new account (8..128 characters); an existing account keeps its own.")
+def users_create_admin(email: str, password: str) -> None:
+    """Create an admin account, or promote (and re-activate) an existing one."""
+    from marshmallow import ValidationError
+
+    from taskapi.schemas.auth import RegisterSchema
+    from taskapi.services.users import create_admin
+
+    try:
+        data = RegisterSchema().load({"email": email, "password": password})
+    except ValidationError as exc:
+        for field, messages in exc.messages.items():
+            click.echo(f"error: {field}: {' '.join(messages)}", err=True)
+        raise SystemExit(2) from None
+    user, created = create_admin(email=data["email"], password=data["password"])
+    if created:
+        click.echo(f"created admin {user.email} ({user.id})")
+    else:
+        click.echo(f"promoted {user.email} ({user.id}) to admin; its password is unchanged")
+
+
 def register(app: Flask) -> None:
     app.cli.add_command(db_cli)
+    app.cli.add_command(users_cli)

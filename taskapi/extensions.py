@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from http import HTTPStatus
+
 import mongoengine
 import redis
 from flask import Flask, current_app
@@ -20,10 +22,27 @@ class TaskApi(Api):
     def handle_http_exception(self, error):  # called by flask-smorest for every HTTPException
         return errors.handle_http_exception(error)
 
+    def _register_responses(self):
+        """The shared error responses (UNPROCESSABLE_ENTITY, DEFAULT_ERROR, …) are problem+json."""
+        for status in HTTPStatus:
+            response = {"description": status.phrase}
+            if status >= 400:
+                response["content"] = {errors.PROBLEM_MIMETYPE: {"schema": "Problem"}}
+            self.spec.components.response(status.name, response, lazy=True)
+        self.spec.components.response(
+            "DEFAULT_ERROR",
+            {"description": "Any other error (RFC 9457 problem details).",
+             "content": {errors.PROBLEM_MIMETYPE: {"schema": "Problem"}}},
+            lazy=True,
+        )
+
 
 def init_api(app: Flask) -> TaskApi:
     """One Api per app (the OpenAPI spec is per app), kept in app.extensions."""
     app.extensions["taskapi_api"] = api = TaskApi(app)
+    api.spec.components.security_scheme(
+        "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                       "description": "Access token from POST /api/v1/auth/login (refresh token for /auth/refresh)."})
     return api
 
 

@@ -184,9 +184,37 @@ class Blueprint(flask_smorest.Blueprint):
 
         return mark
 
+    def auth_required(self, *, refresh: bool = False):  # noqa: ANN201
+        """Require a valid, unrevoked token of the given type; documents the bearer scheme and 401."""
+        from flask_jwt_extended import jwt_required
+
+        def decorator(func):
+            guarded = jwt_required(refresh=refresh)(func)
+            guarded = self.doc(security=[{"bearerAuth": []}])(guarded)
+            guarded = self.problem(401, "Missing, invalid, expired or revoked token.")(guarded)
+            return self.problem(503, "Redis or MongoDB unavailable; retry after `Retry-After`.")(guarded)
+
+        return decorator
+
+    def problem(self, status: int, description: str):  # noqa: ANN201
+        """Document an error response as problem+json."""
+        from taskapi.errors import PROBLEM_MIMETYPE
+        from taskapi.schemas.common import ProblemSchema
+
+        return self.alt_response(status, schema=ProblemSchema, content_type=PROBLEM_MIMETYPE, description=description)
+
+
+def no_store(response: Response) -> Response:
+    """API responses are per caller and change often: nothing may be stored by caches."""
+    response.headers.setdefault("Cache-Control", "no-store")
+    if request.headers.get("Authorization"):
+        response.vary.add("Authorization")
+    return response
+
 
 def register_request_hooks(app: Flask) -> None:
     app.json = OrjsonProvider(app)
     app.before_request(assign_request_id)
     app.before_request(gate_request_body)
     app.after_request(add_request_id)
+    app.after_request(no_store)

@@ -37,7 +37,9 @@ def servers(log_dir):
 @pytest.fixture(scope="session")
 def app_env(servers):
     """Environment for apps under test, in this process and in gunicorn children."""
-    env = {"TASKAPI_ENV": "testing", "JWT_SECRET_KEY": "test-secret-" + "k" * 40, **servers}
+    # Cheap argon2 keeps the suite fast; tests about hashing cost build apps with real parameters.
+    env = {"TASKAPI_ENV": "testing", "JWT_SECRET_KEY": "test-secret-" + "k" * 40,
+           "ARGON2_TIME_COST": "1", "ARGON2_MEMORY_KIB": "8192", "ARGON2_PARALLELISM": "1", **servers}
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
     yield env
@@ -95,3 +97,23 @@ def make_app(app, monkeypatch):
 
     yield factory
     init_mongo(app)
+
+
+@pytest.fixture
+def user_tokens(client):
+    """A registered user logged in through the API (never an auth-off switch)."""
+    from tests.helpers import login, register
+
+    register(client, "ada@example.com")
+    return login(client, "ada@example.com")
+
+
+@pytest.fixture
+def admin_tokens(app, client):
+    """An admin made by the CLI command, logged in through the API."""
+    from tests.helpers import PASSWORD, login
+
+    result = app.test_cli_runner().invoke(
+        args=["users", "create-admin", "--email", "root@example.com", "--password", PASSWORD])
+    assert result.exit_code == 0, result.output
+    return login(client, "root@example.com")

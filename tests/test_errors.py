@@ -10,6 +10,7 @@ from marshmallow import Schema, fields, validate
 from taskapi import create_app
 from taskapi.extensions import get_api, get_db
 from taskapi.web import Blueprint
+from tests.helpers import assert_problem
 
 
 class EchoSchema(Schema):
@@ -55,19 +56,6 @@ def probe_app(app):
 @pytest.fixture
 def probe(probe_app):
     return probe_app.test_client()
-
-
-def assert_problem(response, status: int) -> dict:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/problem+json"
-    body = response.get_json(force=True)
-    assert body["status"] == status
-    assert body["type"] == "about:blank"
-    assert body["title"] and body["detail"]
-    assert body["request_id"] == response.headers["X-Request-ID"]
-    text = response.get_data(as_text=True)
-    assert "Traceback" not in text and "<html" not in text.lower()
-    return body
 
 
 def test_unknown_route_is_404_problem(client):

@@ -1,5 +1,84 @@
 """Auth: registration, login, token refresh and revocation, the caller's own account."""
 
+from __future__ import annotations
+
+from flask import url_for
+from flask_jwt_extended import get_jwt_identity
+
+from taskapi import security
+from taskapi.schemas.auth import (LoginSchema, PasswordChangeSchema, RegisterSchema, TokenPairSchema,
+                                  UpdateMeSchema, UserSchema)
+from taskapi.services import auth
 from taskapi.web import Blueprint
 
 blp = Blueprint("auth", __name__, description="Registration, tokens and the caller's account.")
+
+
+@blp.route("/register", methods=["POST"])
+@blp.arguments(RegisterSchema)
+@blp.response(201, UserSchema, headers={"Location": {"description": "/api/v1/users/{id}", "schema": {"type": "string"}}})
+@blp.problem(409, "An account with this email already exists.")
+def register(body):
+    """Create an account (role `user`)."""
+    user = auth.register(**body)
+    return user, 201, {"Location": url_for("users.get_user", user_id=str(user.id))}
+
+
+@blp.route("/login", methods=["POST"])
+@blp.arguments(LoginSchema)
+@blp.response(200, TokenPairSchema)
+@blp.problem(401, "Wrong email or password, or a deactivated account (one answer for all).")
+def login(body):
+    """Exchange credentials for an access token (15 min) and a refresh token (30 days)."""
+    user = auth.authenticate(**body)
+    return security.issue_session(str(user.id))
+
+
+@blp.route("/refresh", methods=["POST"])
+@blp.auth_required(refresh=True)
+@blp.response(200, TokenPairSchema)
+def refresh():
+    """Rotate: the presented refresh token stops working; presenting it again revokes the session."""
+    return security.rotate_session()
+
+
+@blp.route("/logout", methods=["POST"])
+@blp.auth_required()
+@blp.response(204)
+def logout():
+    """Revoke this access token and its whole login session, on every worker at once."""
+    security.revoke_current_session()
+
+
+@blp.route("/logout-all", methods=["POST"])
+@blp.auth_required()
+@blp.response(204)
+def logout_all():
+    """Revoke every token of the caller issued before now (all devices)."""
+    security.revoke_all_tokens(get_jwt_identity())
+
+
+@blp.route("/me", methods=["GET"])
+@blp.auth_required()
+@blp.response(200, UserSchema)
+def get_me():
+    """The caller's account."""
+    return auth.current_user()
+
+
+@blp.route("/me", methods=["PATCH"])
+@blp.auth_required()
+@blp.arguments(UpdateMeSchema)
+@blp.response(200, UserSchema)
+def update_me(body):
+    """Change the caller's display name."""
+    return auth.update_profile(user=auth.current_user(), **body)
+
+
+@blp.route("/password", methods=["POST"])
+@blp.auth_required()
+@blp.arguments(PasswordChangeSchema)
+@blp.response(204)
+def change_password(body):
+    """Change the password; every token of the caller, this one included, stops working."""
+    auth.change_password(user=auth.current_user(), **body)

@@ -1,0 +1,31 @@
+"""The User document: unique lower-cased email, argon2id hash, role, active flag."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from mongoengine import BooleanField, DateTimeField, Document, StringField
+
+ROLES = ("user", "admin")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class User(Document):
+    email = StringField(required=True, max_length=254)
+    name = StringField(default="", max_length=100)
+    password_hash = StringField(required=True)
+    role = StringField(required=True, choices=ROLES, default="user")
+    active = BooleanField(required=True, default=True)
+    created_at = DateTimeField(required=True, default=utcnow)
+    updated_at = DateTimeField(required=True, default=utcnow)
+
+    meta = {
+        "collection": "users",
+        # Created by migrations/0001_users.py; tests check the two agree.
+        "indexes": [{"fields": ["email"], "unique": True, "name": "email_unique"}],
+        "auto_create_index": False,
+        "auto_create_index_on_save": False,
+    }

@@ -1,0 +1,88 @@
+"""Accounts: registration, authentication, profile and password changes."""
+
+from __future__ import annotations
+
+from bson import ObjectId
+from bson.errors import InvalidId
+from flask_jwt_extended import get_jwt_identity
+from mongoengine.errors import NotUniqueError
+
+from taskapi import security
+from taskapi.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
+from taskapi.models.user import User, utcnow
+
+BAD_CREDENTIALS = "The email or password is incorrect."
+
+
+def parse_object_id(value: str) -> ObjectId:
+    """A 24-hex id, else the same 404 an unknown id gets."""
+    try:
+        return ObjectId(value)
+    except (InvalidId, TypeError):
+        raise NotFound() from None
+
+
+def register(*, email: str, password: str, name: str = "") -> User:
+    user = User(email=email, name=name, password_hash=security.hash_password(password))
+    try:
+        user.save(force_insert=True)
+    except NotUniqueError:
+        raise Conflict("An account with this email already exists.") from None
+    return user
+
+
+def authenticate(*, email: str, password: str) -> User:
+    """The user for these credentials; unknown email, wrong password and a deactivated
+    account all raise the same 401, after the same argon2 work."""
+    user = User.objects(email=email).first()
+    if user is None:
+        security.burn_verify_time(password)
+        raise Unauthorized(BAD_CREDENTIALS, error=None)
+    if not security.verify_password(user.password_hash, password) or not user.active:
+        raise Unauthorized(BAD_CREDENTIALS, error=None)
+    if security.needs_rehash(user.password_hash):
+        # Parameters changed since this hash was made: upgrade it while we hold the password.
+        User.objects(id=user.id, password_hash=user.password_hash).update_one(
+            set__password_hash=security.hash_password(password))
+    return user
+
+
+def current_user() -> User:
+    """The caller's account, loaded only by routes that need more than the token says."""
+    user = User.objects(id=parse_id_or_401(get_jwt_identity())).first()
+    if user is None or not user.active:
+        raise Unauthorized("The token's account is not available.")
+    return user
+
+
+def parse_id_or_401(value: str) -> ObjectId:
+    try:
+        return ObjectId(value)
+    except (InvalidId, TypeError):
+        raise Unauthorized("The token is invalid.") from None
+
+
+def require_admin() -> User:
+    """Admin routes read the role from the database, so a demotion applies at once."""
+    user = current_user()
+    if user.role != "admin":
+        raise Forbidden("This requires the admin role.")
+    return user
+
+
+def update_profile(*, user: User, name: str) -> User:
+    now = utcnow()
+    User.objects(id=user.id).update_one(set__name=name, set__updated_at=now)
+    user.name, user.updated_at = name, now
+    return user
+
+
+def change_password(*, user: User, current_password: str, new_password: str) -> None:
+    """Verify, store the new hash, then revoke every token of the user (this one included)."""
+    if not security.verify_password(user.password_hash, current_password):
+        raise ValidationFailed(errors={"current_password": ["The current password is incorrect."]})
+    if current_password == new_password:
+        raise ValidationFailed(errors={"new_password": ["The new password must differ from the current one."]})
+    User.objects(id=user.id).update_one(
+        set__password_hash=security.hash_password(new_password), set__updated_at=utcnow())
+    security.revoke_all_tokens(str(user.id))
