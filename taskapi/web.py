@@ -34,9 +34,11 @@ def _default(value: Any) -> Any:
 
 
 def format_timestamp(value: datetime) -> str:
-    """RFC 3339 in UTC with a Z suffix, to the second, as API.md shows; naive values are UTC."""
+    """RFC 3339 in UTC with a Z suffix; milliseconds (MongoDB's precision) only when non-zero."""
     if value.tzinfo is not None:
         value = value.astimezone(timezone.utc)
+    if value.microsecond:
+        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
     return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -1,5 +1,140 @@
-"""Tasks: the caller's own tasks."""
+"""Tasks: the caller's own tasks, with ETags, conditional writes and idempotent create."""
 
+from __future__ import annotations
+
+from flask import g, jsonify, request, url_for
+from flask_jwt_extended import get_jwt_identity
+
+from taskapi.schemas.tasks import TaskInputSchema, TaskPageSchema, TaskPatchSchema, TaskQuerySchema, TaskSchema
+from taskapi.services import idempotency
+from taskapi.services import tasks as service
+from taskapi.services.paging import next_link
 from taskapi.web import Blueprint
 
-blp = Blueprint("tasks", __name__, description="The caller's tasks.")
+blp = Blueprint("tasks", __name__, description="The caller's tasks. Other users' tasks are invisible (404).")
+
+task_schema = TaskSchema()
+ETAG_HEADER = {"ETag": {"description": 'Entity tag of this version, e.g. "v3".', "schema": {"type": "string"}}}
+IF_MATCH = {"in": "header", "name": "If-Match", "required": False, "schema": {"type": "string"},
+            "description": 'Only act if the task is still at this ETag (412 otherwise); `*` matches any.'}
+IF_NONE_MATCH = {"in": "header", "name": "If-None-Match", "required": False, "schema": {"type": "string"},
+                 "description": "304 Not Modified if the task is still at this ETag."}
+IDEMPOTENCY_KEY = {"in": "header", "name": "Idempotency-Key", "required": False,
+                   "schema": {"type": "string", "maxLength": 255},
+                   "description": "Replays the first response for 24 h instead of creating a second task."}
+
+
+def precondition() -> service.Precondition | None:
+    return service.Precondition(request.if_match) if "If-Match" in request.headers else None
+
+
+def task_response(task, status: int = 200, **headers: str):
+    response = jsonify(task_schema.dump(task))
+    response.status_code = status
+    response.set_etag(service.etag_for(task.version))
+    response.headers.update(headers)
+    return response
+
+
+@blp.route("", methods=["POST"])
+@blp.auth_required()
+@blp.arguments(TaskInputSchema)
+@blp.response(201, TaskSchema, headers={**ETAG_HEADER, "Location": {"schema": {"type": "string"}}})
+@blp.problem(400, "Malformed body, or an Idempotency-Key over 255 characters.")
+@blp.problem(409, "A request with this Idempotency-Key is still in flight.")
+@blp.doc(parameters=[IDEMPOTENCY_KEY])
+def create_task(body):
+    """Create a task. With `Idempotency-Key`, a retry replays the first response (`Idempotent-Replayed: true`)."""
+    owner = get_jwt_identity()
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return _created(service.create_task(owner=owner, data=body))
+    key = idempotency.validate_key(key)
+    digest = idempotency.body_digest(g.json_body)
+    stored = idempotency.begin(user_id=owner, key=key, digest=digest)
+    if stored is not None:
+        replay = jsonify(stored["body"])
+        replay.status_code = stored["status"]
+        replay.headers.update(stored["headers"])
+        replay.headers["Idempotent-Replayed"] = "true"
+        return replay
+    try:
+        response = _created(service.create_task(owner=owner, data=body))
+    except Exception:
+        idempotency.abandon(user_id=owner, key=key)
+        raise
+    idempotency.complete(user_id=owner, key=key, digest=digest, status=response.status_code,
+                         body=response.get_json(), headers={"Location": response.headers["Location"],
+                                                            "ETag": response.headers["ETag"]})
+    return response
+
+
+def _created(task):
+    return task_response(task, 201, Location=url_for("tasks.get_task", task_id=str(task.id)))
+
+
+@blp.route("", methods=["GET"])
+@blp.auth_required()
+@blp.arguments(TaskQuerySchema, location="query")
+@blp.response(200, TaskPageSchema, headers={"Link": {"description": 'rel="next" page', "schema": {"type": "string"}}})
+def list_tasks(query):
+    """The caller's tasks, filtered and sorted, keyset-paged (`next_cursor`, `Link: rel="next"`)."""
+    limit, cursor, sort = query.pop("limit"), query.pop("cursor", None), query.pop("sort")
+    items, next_cursor = service.list_tasks(owner=get_jwt_identity(), filters=query, sort=sort,
+                                            limit=limit, cursor=cursor)
+    return {"items": items, "next_cursor": next_cursor}, 200, next_link(next_cursor)
+
+
+@blp.route("/<task_id>", methods=["GET"])
+@blp.auth_required()
+@blp.response(200, TaskSchema, headers=ETAG_HEADER)
+@blp.alt_response(304, description="Not modified: the task is still at the If-None-Match ETag.")
+@blp.problem(404, "No such task for the caller (unknown, malformed or another user's id).")
+@blp.doc(parameters=[IF_NONE_MATCH])
+def get_task(task_id):
+    """One task, with its ETag."""
+    task = service.get_task(owner=get_jwt_identity(), task_id=task_id)
+    etag = service.etag_for(task.version)
+    if request.if_none_match.star_tag or request.if_none_match.contains_weak(etag):
+        response = task_response(task, 304)
+        response.set_data(b"")
+        response.headers.pop("Content-Type", None)
+        return response
+    return task_response(task)
+
+
+@blp.route("/<task_id>", methods=["PATCH"])
+@blp.auth_required()
+@blp.arguments(TaskPatchSchema)
+@blp.response(200, TaskSchema, headers=ETAG_HEADER)
+@blp.problem(404, "No such task for the caller.")
+@blp.problem(412, "If-Match does not match the task's current ETag.")
+@blp.doc(parameters=[IF_MATCH])
+def patch_task(body, task_id):
+    """Change some fields; `version` grows by one if anything changed."""
+    return task_response(service.update_task(owner=get_jwt_identity(), task_id=task_id, changes=body,
+                                             precondition=precondition()))
+
+
+@blp.route("/<task_id>", methods=["PUT"])
+@blp.auth_required()
+@blp.arguments(TaskInputSchema)
+@blp.response(200, TaskSchema, headers=ETAG_HEADER)
+@blp.problem(404, "No such task for the caller.")
+@blp.problem(412, "If-Match does not match the task's current ETag.")
+@blp.doc(parameters=[IF_MATCH])
+def put_task(body, task_id):
+    """Replace every writable field: `title` is required, omitted fields reset to their defaults."""
+    return task_response(service.update_task(owner=get_jwt_identity(), task_id=task_id, changes=body,
+                                             replace=True, precondition=precondition()))
+
+
+@blp.route("/<task_id>", methods=["DELETE"])
+@blp.auth_required()
+@blp.response(204)
+@blp.problem(404, "No such task for the caller.")
+@blp.problem(412, "If-Match does not match the task's current ETag.")
+@blp.doc(parameters=[IF_MATCH])
+def delete_task(task_id):
+    """Delete a task."""
+    service.delete_task(owner=get_jwt_identity(), task_id=task_id, precondition=precondition())

@@ -14,12 +14,12 @@ from taskapi.models.user import User, utcnow
 BAD_CREDENTIALS = "The email or password is incorrect."
 
 
-def parse_object_id(value: str) -> ObjectId:
-    """A 24-hex id, else the same 404 an unknown id gets."""
+def parse_object_id(value: str, not_found: str) -> ObjectId:
+    """A 24-hex id, else the very 404 (same detail) that an unknown id gets."""
     try:
         return ObjectId(value)
     except (InvalidId, TypeError):
-        raise NotFound() from None
+        raise NotFound(not_found) from None
 
 
 def register(*, email: str, password: str, name: str = "") -> User:

@@ -27,10 +27,13 @@ def list_users(*, limit: int, cursor: str | None = None, email: str | None = Non
     return users[:limit], next_cursor
 
 
+NO_USER = "No user with this id."
+
+
 def get_user(*, user_id: str) -> User:
-    user = User.objects(id=parse_object_id(user_id)).first()
+    user = User.objects(id=parse_object_id(user_id, NO_USER)).first()
     if user is None:
-        raise NotFound("No user with this id.")
+        raise NotFound(NO_USER)
     return user
 
 

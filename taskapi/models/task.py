@@ -1,0 +1,70 @@
+"""The Task document and the indexes that serve every list query shape.
+
+Sort keys stored beside the fields they order:
+  priority_rank  0..3 for low..urgent, so `sort=priority` orders by rank, not by name;
+  due_key_asc    due_at, or the maximum date when there is none (ascending: no due date last);
+  due_key_desc   due_at, or the minimum date when there is none (descending: no due date last).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from mongoengine import DateTimeField, Document, IntField, ListField, ObjectIdField, StringField
+
+STATUSES = ("todo", "in_progress", "done")
+PRIORITIES = ("low", "medium", "high", "urgent")
+PRIORITY_RANK = {name: rank for rank, name in enumerate(PRIORITIES)}
+NO_DUE_LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
+NO_DUE_EARLIEST = datetime(1, 1, 1, tzinfo=timezone.utc)
+
+# Sort name (API) -> stored key; each has an index family below.
+SORT_KEYS = {
+    "created_at": "created_at",
+    "updated_at": "updated_at",
+    "priority": "priority_rank",
+    "due_at": "due_key_asc",  # ascending use
+    "-due_at": "due_key_desc",  # descending use
+}
+
+
+def index_name(prefix: tuple[str, ...], sort_key: str) -> str:
+    return "_".join(("tasks",) + tuple(p for p in prefix if p != "owner") + (sort_key,))
+
+
+def _family(prefix: tuple[str, ...]) -> list[dict]:
+    """One index per sort key: equality prefix, then the sort key, then _id (the tie-breaker)."""
+    keys = sorted(set(SORT_KEYS.values()), key=list(SORT_KEYS.values()).index)
+    return [{"fields": [*prefix, key, "_id"], "name": index_name(prefix, key)} for key in keys]
+
+
+TASK_INDEXES = (
+    _family(("owner",))  # owner + sort: every query without a status or tag filter
+    + _family(("owner", "status"))  # owner + status (equality or $in) + sort
+    + [{"fields": ["owner", "tags", "created_at", "_id"], "name": "tasks_tags_created_at"}]  # tag + default sort
+)
+
+
+class Task(Document):
+    owner = ObjectIdField(required=True)
+    title = StringField(required=True, max_length=200)
+    description = StringField(default="", max_length=5000)
+    status = StringField(required=True, choices=STATUSES, default="todo")
+    priority = StringField(required=True, choices=PRIORITIES, default="medium")
+    priority_rank = IntField(required=True, min_value=0, max_value=3)
+    due_at = DateTimeField(null=True)
+    due_key_asc = DateTimeField(required=True)
+    due_key_desc = DateTimeField(required=True)
+    tags = ListField(StringField(max_length=32), max_length=20)
+    completed_at = DateTimeField(null=True)
+    created_at = DateTimeField(required=True)
+    updated_at = DateTimeField(required=True)
+    version = IntField(required=True, min_value=1, default=1)
+
+    meta = {
+        "collection": "tasks",
+        # Created by migrations/0002_tasks.py; a test checks the two agree.
+        "indexes": TASK_INDEXES,
+        "auto_create_index": False,
+        "auto_create_index_on_save": False,
+    }

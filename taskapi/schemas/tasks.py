@@ -1,0 +1,155 @@
+"""Task schemas: create / replace / patch bodies, list query arguments, the task and its page."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+
+from marshmallow import Schema, ValidationError, fields, pre_load, validate
+
+from taskapi.models.task import PRIORITIES, STATUSES
+from taskapi.schemas.common import PageQuerySchema, Timestamp, TrimmedString
+
+TAG_RE = re.compile(r"^[a-z0-9_-]{1,32}$")
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+DESCRIPTION_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # tabs and newlines allowed
+EARLIEST, LATEST = datetime(1900, 1, 1, tzinfo=timezone.utc), datetime(9999, 12, 30, tzinfo=timezone.utc)
+READ_ONLY = ("id", "owner", "version", "created_at", "updated_at", "completed_at")
+SORTS = ("created_at", "-created_at", "updated_at", "-updated_at", "due_at", "-due_at", "priority", "-priority")
+
+
+class InstantField(Timestamp):
+    """An RFC 3339 timestamp that names its offset; stored in UTC at millisecond precision."""
+
+    default_error_messages = {
+        **Timestamp.default_error_messages,
+        "naive": "Include a UTC offset (Z or ±hh:mm), e.g. 2026-12-01T09:00:00Z.",
+        "range": "Must be between 1900-01-01 and 9999-12-30.",
+    }
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str):
+            raise self.make_error("invalid", input=value, obj_type=self.OBJ_TYPE)
+        parsed = super()._deserialize(value.strip().replace("z", "Z"), attr, data, **kwargs)
+        if parsed.tzinfo is None:
+            raise self.make_error("naive")
+        parsed = parsed.astimezone(timezone.utc)
+        if not EARLIEST <= parsed <= LATEST:
+            raise self.make_error("range")
+        return parsed.replace(microsecond=parsed.microsecond // 1000 * 1000)
+
+
+def validate_title(value: str) -> None:
+    if CONTROL_RE.search(value):
+        raise ValidationError("Titles cannot contain control characters.")
+
+
+def validate_description(value: str) -> None:
+    if DESCRIPTION_CONTROL_RE.search(value):
+        raise ValidationError("Descriptions cannot contain control characters other than tabs and newlines.")
+
+
+class TagList(fields.List):
+    """Up to 20 distinct tags of [a-z0-9_-]{1,32}, lower-cased; duplicates merged, first kept."""
+
+    def __init__(self, **kwargs):
+        super().__init__(fields.String(), **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        items = super()._deserialize(value, attr, data, **kwargs)
+        tags, errors = [], {}
+        for index, item in enumerate(items):
+            tag = item.strip().lower()
+            if not TAG_RE.match(tag):
+                errors[index] = ["Tags are 1 to 32 characters of a-z, 0-9, _ and -."]
+            elif tag not in tags:
+                tags.append(tag)
+        if errors:
+            raise ValidationError(errors)
+        if len(tags) > 20:
+            raise ValidationError("At most 20 distinct tags.")
+        return tags
+
+
+class TaskInputSchema(Schema):
+    """The writable fields; server-owned ones are refused by name, anything else as unknown."""
+
+    title = TrimmedString(required=True, validate=[validate.Length(min=1, max=200), validate_title],
+                          metadata={"example": "Buy milk"})
+    description = fields.String(load_default="", validate=[validate.Length(max=5000), validate_description],
+                                metadata={"example": "Semi-skimmed, two litres"})
+    status = fields.String(load_default="todo", validate=validate.OneOf(STATUSES))
+    priority = fields.String(load_default="medium", validate=validate.OneOf(PRIORITIES))
+    due_at = InstantField(load_default=None, allow_none=True, metadata={"example": "2026-12-01T17:00:00Z"})
+    tags = TagList(load_default=list, metadata={"example": ["home", "errands"]})
+
+    @pre_load
+    def refuse_server_fields(self, data, **kwargs):
+        if isinstance(data, dict):
+            owned = sorted(field for field in READ_ONLY if field in data)
+            if owned:
+                raise ValidationError({field: ["This field is set by the server."] for field in owned})
+        return data
+
+
+class TaskPatchSchema(TaskInputSchema):
+    """PATCH: any subset of the writable fields; a partial load applies no defaults."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("partial", True)
+        super().__init__(*args, **kwargs)
+
+
+class TaskSchema(Schema):
+    id = fields.String(dump_only=True, metadata={"example": "6b0cf4e5d9870db21da3bdfa"})
+    title = fields.String(dump_only=True)
+    description = fields.String(dump_only=True)
+    status = fields.String(dump_only=True, metadata={"enum": list(STATUSES)})
+    priority = fields.String(dump_only=True, metadata={"enum": list(PRIORITIES)})
+    due_at = Timestamp(dump_only=True, allow_none=True)
+    tags = fields.List(fields.String(), dump_only=True)
+    completed_at = Timestamp(dump_only=True, allow_none=True)
+    created_at = Timestamp(dump_only=True)
+    updated_at = Timestamp(dump_only=True)
+    version = fields.Integer(dump_only=True, metadata={"example": 1})
+
+
+class TaskPageSchema(Schema):
+    items = fields.List(fields.Nested(TaskSchema), required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
+
+
+class CommaList(fields.Field):
+    """`a,b` in a query string: each item checked by `choices` or `pattern`, duplicates dropped."""
+
+    def __init__(self, *, choices=None, pattern=None, **kwargs):
+        self.choices, self.pattern = choices, pattern
+        super().__init__(**kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str):
+            raise ValidationError("Must be a comma-separated list.")
+        items = []
+        for item in (part.strip().lower() for part in value.split(",")):
+            if self.choices is not None and item not in self.choices:
+                raise ValidationError(f"Each value must be one of: {', '.join(self.choices)}.")
+            if self.pattern is not None and not self.pattern.match(item):
+                raise ValidationError("Tags are 1 to 32 characters of a-z, 0-9, _ and -.")
+            if item not in items:
+                items.append(item)
+        return items
+
+
+class TaskQuerySchema(PageQuerySchema):
+    status = CommaList(choices=STATUSES, metadata={"description": "Comma list, any of: " + ", ".join(STATUSES)})
+    priority = CommaList(choices=PRIORITIES, metadata={"description": "Comma list, any of: " + ", ".join(PRIORITIES)})
+    tag = CommaList(pattern=TAG_RE, metadata={"description": "Comma list of tags; a task matches if it has any."})
+    due_before = InstantField(metadata={"description": "due_at < this (exclusive); drops tasks without due_at."})
+    due_after = InstantField(metadata={"description": "due_at >= this (inclusive); drops tasks without due_at."})
+    overdue = fields.Boolean(
+        truthy={"true"}, falsy={"false"},
+        metadata={"description": "true: open (not done) with due_at < now; false: every other task."})
+    q = fields.String(validate=validate.Length(min=1, max=100),
+                      metadata={"description": "Case-insensitive literal substring of title or description."})
+    sort = fields.String(load_default="-created_at", validate=validate.OneOf(SORTS),
+                         metadata={"description": "Sort field, `-` for descending; ties broken by id."})
