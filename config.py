@@ -96,6 +96,10 @@ class Config:
         self.RATELIMIT_REGISTER = env_str("RATELIMIT_REGISTER", "20/hour")
 
         self.CACHE_TTL_SECONDS = env_int("CACHE_TTL_SECONDS", 30)
+        # The response cache may live in its own Redis; by default it shares REDIS_URL.
+        self.CACHE_REDIS_URL = env_str("CACHE_REDIS_URL") or self.REDIS_URL
+        # After a cache failure this process reads from MongoDB only, for this long.
+        self.CACHE_RETRY_SECONDS = env_int("CACHE_RETRY_SECONDS", 5)
         self.TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
         self.MAX_CONTENT_LENGTH = env_int("MAX_CONTENT_LENGTH", 65536, minimum=1)
         self.CORS_ORIGINS = env_list("CORS_ORIGINS")

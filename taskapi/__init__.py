@@ -32,12 +32,14 @@ def register_logging(app: Flask) -> None:
 def register_extensions(app: Flask) -> None:
     from taskapi.extensions import init_api, init_mongo, init_redis
     from taskapi.security import init_jwt
+    from taskapi.services.cache import init_cache
     from taskapi.web import register_request_hooks
 
     register_request_hooks(app)
     init_mongo(app)
     init_redis(app)
     init_jwt(app)
+    init_cache(app)
     init_api(app)
 
 

@@ -1,10 +1,10 @@
-"""Flask CLI: `flask --app wsgi db upgrade|status`, `flask --app wsgi users create-admin`."""
+"""Flask CLI: `flask --app wsgi db upgrade|status`, `users create-admin`, `seed`."""
 
 from __future__ import annotations
 
 import click
 from flask import Flask
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from taskapi import migrate
 from taskapi.extensions import get_db
@@ -58,6 +58,31 @@ def users_create_admin(email: str, password: str) -> None:
         click.echo(f"promoted {user.email} ({user.id}) to admin; its password is unchanged")
 
 
+@click.command("seed")
+@with_appcontext
+@click.option("--users", type=click.IntRange(1, 100_000), default=3, show_default=True, help="Users to create or reuse.")
+@click.option("--tasks", type=click.IntRange(0, 1_000_000), default=100, show_default=True, help="Tasks added per user.")
+@click.option("--password", default="demo password", show_default=True, help="Password of created users.")
+@click.option("--email-pattern", default="demo{n}@example.com", show_default=True, help="{n} is 1..users.")
+@click.option("--seed", "seed_value", type=int, default=42, show_default=True, help="Random seed (repeatable data).")
+def seed_command(users: int, tasks: int, password: str, email_pattern: str, seed_value: int) -> None:
+    """Demo data: users with a realistic spread of tasks, bulk-inserted."""
+    import time
+
+    from taskapi.services.seed import seed
+
+    if "{n}" not in email_pattern:
+        raise click.BadParameter("must contain {n}", param_hint="--email-pattern")
+    started = time.perf_counter()
+    with click.progressbar(length=users * tasks, label="seeding tasks", file=None) as bar:
+        result = seed(users=users, tasks_per_user=tasks, password=password, email_pattern=email_pattern,
+                      seed_value=seed_value, progress=bar.update)
+    elapsed = time.perf_counter() - started
+    click.echo(f"{result['tasks_inserted']} tasks for {users} users ({result['users_created']} new) "
+               f"in {elapsed:.1f} s; users log in with password {password!r}")
+
+
 def register(app: Flask) -> None:
     app.cli.add_command(db_cli)
     app.cli.add_command(users_cli)
+    app.cli.add_command(seed_command)

@@ -22,7 +22,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from flask import Flask, current_app, request
+from flask import Flask, current_app, g, request
 from flask_jwt_extended import JWTManager, create_access_token, create_refresh_token, get_jwt
 
 from taskapi.errors import Unauthorized, problem
@@ -55,6 +55,11 @@ def key_session(sid: str) -> str:
 
 def key_generation(user_id: str) -> str:
     return f"{PREFIX}ugen:{user_id}"
+
+
+def key_cache_generation(user_id: str) -> str:
+    """The user's response-cache generation (see services/cache.py), read with the token check."""
+    return f"{PREFIX}cgen:{user_id}"
 
 
 # --- passwords -------------------------------------------------------------------------
@@ -155,7 +160,10 @@ def revoke_all_tokens(user_id: str) -> None:
 
 
 def token_is_revoked(jwt_header: dict, claims: dict) -> bool:
-    """Blocklisted jti, ended session or stale generation; one round trip, fails closed."""
+    """Blocklisted jti, ended session or stale generation; one round trip, fails closed.
+
+    The same round trip fetches the caller's cache generation for the read-your-writes cache.
+    """
     sid, generation = claims.get("sid"), claims.get("gen")
     if not isinstance(sid, str) or not isinstance(generation, int):
         return True  # not one of ours, whatever the signature says
@@ -163,7 +171,9 @@ def token_is_revoked(jwt_header: dict, claims: dict) -> bool:
     pipe.exists(key_blocklist(claims["jti"]))
     pipe.exists(key_session(sid))
     pipe.get(key_generation(claims["sub"]))
-    blocked, session_alive, current = pipe.execute()  # a Redis error propagates: 503
+    pipe.get(key_cache_generation(claims["sub"]))
+    blocked, session_alive, current, cache_generation = pipe.execute()  # a Redis error propagates: 503
+    g.cache_generation = int(cache_generation or 0)
     return bool(blocked) or not session_alive or int(current or 0) != generation
 
 

@@ -336,9 +336,9 @@ def test_list_page_shape_limit_and_link(client, headers):
     page = response.get_json()
     assert set(page) == {"items", "next_cursor"} and len(page["items"]) == 20
     link = response.headers["Link"]
-    assert link.startswith("<http://localhost/api/v1/tasks?") and link.endswith('>; rel="next"')
+    assert link.startswith("</api/v1/tasks?") and link.endswith('>; rel="next"')
     assert f"cursor={page['next_cursor']}" in link
-    rest = client.get(link[1:link.index(">")].replace("http://localhost", ""), headers=headers)
+    rest = client.get(link[1:link.index(">")], headers=headers)
     assert len(rest.get_json()["items"]) == 5 and rest.get_json()["next_cursor"] is None and "Link" not in rest.headers
 
 

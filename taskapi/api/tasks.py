@@ -7,6 +7,7 @@ from flask_jwt_extended import get_jwt_identity
 
 from taskapi.schemas.tasks import TaskInputSchema, TaskPageSchema, TaskPatchSchema, TaskQuerySchema, TaskSchema
 from taskapi.services import idempotency
+from taskapi.services.cache import cached_json
 from taskapi.services import tasks as service
 from taskapi.services.paging import next_link
 from taskapi.web import Blueprint
@@ -76,13 +77,23 @@ def _created(task):
 @blp.route("", methods=["GET"])
 @blp.auth_required()
 @blp.arguments(TaskQuerySchema, location="query")
-@blp.response(200, TaskPageSchema, headers={"Link": {"description": 'rel="next" page', "schema": {"type": "string"}}})
+@blp.response(200, TaskPageSchema, headers={"Link": {"description": 'rel="next" page', "schema": {"type": "string"}},
+                                            "X-Cache": {"description": "HIT or MISS", "schema": {"type": "string"}}})
 def list_tasks(query):
-    """The caller's tasks, filtered and sorted, keyset-paged (`next_cursor`, `Link: rel="next"`)."""
-    limit, cursor, sort = query.pop("limit"), query.pop("cursor", None), query.pop("sort")
-    items, next_cursor = service.list_tasks(owner=get_jwt_identity(), filters=query, sort=sort,
-                                            limit=limit, cursor=cursor)
-    return {"items": items, "next_cursor": next_cursor}, 200, next_link(next_cursor)
+    """The caller's tasks, filtered and sorted, keyset-paged (`next_cursor`, `Link: rel="next"`).
+
+    Pages are cached per user and query for CACHE_TTL_SECONDS; any write by the user makes
+    their next read fresh (`X-Cache: HIT|MISS` tells which).
+    """
+    owner = get_jwt_identity()
+    filters = dict(query)
+    limit, cursor, sort = filters.pop("limit"), filters.pop("cursor", None), filters.pop("sort")
+
+    def compute():
+        items, next_cursor = service.list_tasks(owner=owner, filters=filters, sort=sort, limit=limit, cursor=cursor)
+        return {"items": task_schema.dump(items, many=True), "next_cursor": next_cursor}
+
+    return cached_json("tasks", owner, query, compute, headers=lambda page: next_link(page["next_cursor"]))
 
 
 @blp.route("/<task_id>", methods=["GET"])

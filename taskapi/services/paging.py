@@ -38,8 +38,12 @@ def decode_cursor(scope: str, query: dict[str, Any], token: str) -> list[Any]:
 
 
 def next_link(cursor: str | None) -> dict[str, str]:
-    """`Link: <…>; rel="next"` for the same request with the new cursor."""
+    """`Link: <…>; rel="next"` for the same request with the new cursor.
+
+    The target is a relative reference (RFC 8288 resolves it against the request URL), so a
+    cached page never sends clients to the host name another client happened to use.
+    """
     if cursor is None:
         return {}
     args = [(k, v) for k, v in request.args.items(multi=True) if k != "cursor"] + [("cursor", cursor)]
-    return {"Link": f'<{request.base_url}?{urlencode(args)}>; rel="next"'}
+    return {"Link": f'<{request.script_root}{request.path}?{urlencode(args)}>; rel="next"'}

@@ -12,6 +12,7 @@ from pymongo import ReturnDocument
 
 from taskapi.errors import NotFound, PreconditionFailed, ServiceUnavailable, ValidationFailed
 from taskapi.models.task import (NO_DUE_EARLIEST, NO_DUE_LATEST, PRIORITY_RANK, SORT_KEYS, Task, index_name)
+from taskapi.services import cache
 from taskapi.services.auth import parse_object_id
 from taskapi.services.paging import decode_cursor, encode_cursor
 
@@ -70,6 +71,7 @@ def create_task(*, owner: str, data: dict[str, Any]) -> Task:
     task = Task(owner=ObjectId(owner), created_at=now, updated_at=now, version=1,
                 **_derived(values, previous_status=None, previous_completed=None, now=now))
     task.save(force_insert=True)
+    cache.bump(owner)
     return task
 
 
@@ -109,6 +111,7 @@ def update_task(*, owner: str, task_id: str, changes: dict[str, Any], replace: b
             return_document=ReturnDocument.AFTER,
         )
         if doc is not None:
+            cache.bump(owner)
             return Task._from_son(doc)
         if precondition is not None:
             raise PreconditionFailed()
@@ -131,6 +134,7 @@ def delete_task(*, owner: str, task_id: str, precondition: Precondition | None =
     if collection.delete_one(query).deleted_count == 0:
         get_task(owner=owner, task_id=task_id)  # gone: 404
         raise PreconditionFailed()  # still there: it changed under the If-Match
+    cache.bump(owner)
 
 
 # --- list --------------------------------------------------------------------------------------

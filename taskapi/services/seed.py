@@ -1,0 +1,78 @@
+"""Demo data: users with a realistic spread of tasks, written with bulk inserts."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Iterator
+
+from bson import ObjectId
+
+from taskapi import security
+from taskapi.models.task import NO_DUE_EARLIEST, NO_DUE_LATEST, PRIORITY_RANK, Task
+from taskapi.models.user import User
+from taskapi.services import cache
+
+BATCH = 1000
+WORDS = ("review", "write", "call", "plan", "fix", "buy", "book", "send", "update", "clean", "prepare", "check")
+THINGS = ("report", "invoice", "dentist", "groceries", "slides", "release notes", "garden", "budget", "flight",
+          "newsletter", "backup", "car service", "tax return", "birthday gift")
+TAGS = ("work", "home", "errands", "health", "finance", "family", "urgent-ish", "q4", "reading", "ops")
+
+
+def ensure_user(*, email: str, password: str) -> tuple[str, bool]:
+    """The id of the user with this email, created (role user) if needed; (id, created)."""
+    existing = User.objects(email=email).only("id").first()
+    if existing is not None:
+        return str(existing.id), False
+    user = User(email=email, name=email.split("@")[0].title(), password_hash=security.hash_password(password))
+    user.save(force_insert=True)
+    return str(user.id), True
+
+
+def task_documents(owner: str, count: int, *, now: datetime, rng: random.Random) -> Iterator[dict]:
+    """Tasks created over the last 120 days: ~45% done, ~15% in progress; most have a due date."""
+    owner_id = ObjectId(owner)
+    for _ in range(count):
+        created = now - timedelta(seconds=rng.randint(0, 120 * 86400))
+        status = rng.choices(("todo", "in_progress", "done"), weights=(40, 15, 45))[0]
+        priority = rng.choices(("low", "medium", "high", "urgent"), weights=(25, 45, 22, 8))[0]
+        due = None if rng.random() < 0.25 else created + timedelta(hours=rng.randint(-48, 60 * 24))
+        completed = min(now, created + timedelta(hours=rng.randint(1, 24 * 20))) if status == "done" else None
+        created = created.replace(microsecond=created.microsecond // 1000 * 1000)
+        yield {
+            "_id": ObjectId(), "owner": owner_id,
+            "title": f"{rng.choice(WORDS).capitalize()} {rng.choice(THINGS)}",
+            "description": "" if rng.random() < 0.6 else "Seeded demo task.",
+            "status": status, "priority": priority, "priority_rank": PRIORITY_RANK[priority],
+            "due_at": due, "due_key_asc": due or NO_DUE_LATEST, "due_key_desc": due or NO_DUE_EARLIEST,
+            "tags": rng.sample(TAGS, rng.choice((0, 1, 1, 2, 3))),
+            "completed_at": completed, "created_at": created,
+            "updated_at": max(created, completed or created), "version": 1,
+        }
+
+
+def seed(*, users: int, tasks_per_user: int, password: str, email_pattern: str = "demo{n}@example.com",
+         seed_value: int = 42, progress: Callable[[int], None] = lambda n: None) -> dict[str, int]:
+    """Create (or reuse) `users` users and add `tasks_per_user` tasks to each."""
+    rng = random.Random(seed_value)
+    now = datetime.now(timezone.utc)
+    collection = Task._get_collection()
+    created_users = inserted = 0
+    for n in range(1, users + 1):
+        owner, created = ensure_user(email=email_pattern.format(n=n), password=password)
+        created_users += created
+        batch: list[dict] = []
+        for doc in task_documents(owner, tasks_per_user, now=now, rng=rng):
+            batch.append(doc)
+            if len(batch) == BATCH:
+                collection.insert_many(batch, ordered=False)
+                inserted += len(batch)
+                progress(len(batch))
+                batch = []
+        if batch:
+            collection.insert_many(batch, ordered=False)
+            inserted += len(batch)
+            progress(len(batch))
+        cache.bump(owner)  # cached pages of this user no longer tell the truth
+    return {"users_created": created_users, "tasks_inserted": inserted}
