@@ -90,7 +90,9 @@ class Config:
         self.ARGON2_PARALLELISM = env_int("ARGON2_PARALLELISM", 4, minimum=1)
 
         self.RATELIMIT_ENABLED = env_bool("RATELIMIT_ENABLED", True)
-        self.RATELIMIT_DEFAULT = env_str("RATELIMIT_DEFAULT", "600/minute")
+        # One budget per identity across all routes (env RATELIMIT_DEFAULT; flask-limiter gives
+        # its own RATELIMIT_DEFAULT key a per-route meaning, so the attribute is named apart).
+        self.RATELIMIT_PER_IDENTITY = env_str("RATELIMIT_DEFAULT", "600/minute")
         self.RATELIMIT_LOGIN = env_str("RATELIMIT_LOGIN", "10/minute")
         self.RATELIMIT_LOGIN_ACCOUNT = env_str("RATELIMIT_LOGIN_ACCOUNT", "5/minute")
         self.RATELIMIT_REGISTER = env_str("RATELIMIT_REGISTER", "20/hour")
@@ -103,6 +105,8 @@ class Config:
         self.TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
         self.MAX_CONTENT_LENGTH = env_int("MAX_CONTENT_LENGTH", 65536, minimum=1)
         self.CORS_ORIGINS = env_list("CORS_ORIGINS")
+        # Redirect plain HTTP to HTTPS (behind a TLS-terminating proxy, with TRUSTED_PROXY_COUNT set).
+        self.FORCE_HTTPS = env_bool("FORCE_HTTPS", False)
 
         self.HOST = env_str("HOST", "127.0.0.1")
         self.PORT = env_int("PORT", 8000, minimum=1)
@@ -126,6 +130,14 @@ class Config:
         """Raise ConfigError (one line) when a setting cannot work."""
         if self.LOG_FORMAT not in {"text", "json"}:
             raise ConfigError(f"LOG_FORMAT must be text or json, got {self.LOG_FORMAT!r}")
+        from limits import parse_many
+
+        for name in ("RATELIMIT_PER_IDENTITY", "RATELIMIT_LOGIN", "RATELIMIT_LOGIN_ACCOUNT", "RATELIMIT_REGISTER"):
+            try:
+                parse_many(getattr(self, name))
+            except ValueError:
+                env_name = "RATELIMIT_DEFAULT" if name == "RATELIMIT_PER_IDENTITY" else name
+                raise ConfigError(f"{env_name} must be a rate like 10/minute, got {getattr(self, name)!r}") from None
         if self.JWT_ALGORITHM not in {"HS256", "HS384", "HS512"}:
             raise ConfigError(f"JWT_ALGORITHM must be HS256, HS384 or HS512, got {self.JWT_ALGORITHM!r}")
         if len(self.JWT_SECRET_KEY.encode()) < MIN_SECRET_BYTES:

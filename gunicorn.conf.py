@@ -15,8 +15,9 @@ except ConfigError as exc:
 
 bind = f"{_config.HOST}:{_config.PORT}"
 workers = _config.WORKERS
-# gthread keeps HTTP keep-alive to Nginx and lets a worker overlap I/O waits on MongoDB/Redis.
-worker_class = "gthread"
+# gthread keeps HTTP keep-alive to Nginx and lets a worker overlap I/O waits on MongoDB/Redis;
+# this subclass answers gunicorn's own parse errors (414, 431, …) as problem+json, not HTML.
+worker_class = "taskapi.gunicorn_worker.ProblemThreadWorker"
 threads = int(os.environ.get("THREADS", "4"))
 keepalive = 5
 # A request that runs 30 s is a bug (dependency calls time out in ~2 s): recycle the worker.

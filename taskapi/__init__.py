@@ -18,6 +18,7 @@ def create_app(config: Config | str | None = None) -> Flask:
     register_logging(app)
     register_extensions(app)
     register_blueprints(app)
+    register_hardening(app)
     register_errors(app)
     register_commands(app)
     return app
@@ -54,6 +55,12 @@ def register_blueprints(app: Flask) -> None:
     api.register_blueprint(tasks.blp, url_prefix="/api/v1/tasks")
     api.register_blueprint(stats.blp, url_prefix="/api/v1/stats")
     api.register_blueprint(users.blp, url_prefix="/api/v1/users")
+
+
+def register_hardening(app: Flask) -> None:
+    from taskapi.hardening import init_hardening
+
+    init_hardening(app)
 
 
 def register_errors(app: Flask) -> None:

@@ -156,6 +156,8 @@ def handle_http_exception(error: HTTPException) -> Response:
     errors = webargs_errors(data) if data.get("messages") else None
     if error.code == 422 and errors:
         detail = "The request failed validation; see errors for each field."
+    elif error.code == 429:
+        detail = f"Too many requests (limit: {error.description}); retry after Retry-After seconds."
     else:
         detail = DETAILS.get(error.code) or error.description or HTTPStatus(error.code).phrase
     if error.code == 500:

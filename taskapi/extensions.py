@@ -9,6 +9,7 @@ import redis
 from flask import Flask, current_app
 from flask_smorest import Api
 from pymongo.database import Database
+from werkzeug.routing import BaseConverter
 
 from taskapi import errors
 from taskapi.schemas.common import ProblemSchema
@@ -37,9 +38,21 @@ class TaskApi(Api):
         )
 
 
+class IdConverter(BaseConverter):
+    """`<id:…>` path segments: documented as 24-hex ObjectIds, matched loosely so that a
+    malformed id reaches the service and gets the very 404 an unknown id gets."""
+
+    regex = "[^/]+"
+
+
+ID_SCHEMA = {"type": "string", "pattern": "^[0-9a-fA-F]{24}$", "example": "6b0cf4e5d9870db21da3bdfa"}
+
+
 def init_api(app: Flask) -> TaskApi:
     """One Api per app (the OpenAPI spec is per app), kept in app.extensions."""
+    app.url_map.converters["id"] = IdConverter
     app.extensions["taskapi_api"] = api = TaskApi(app)
+    api.register_converter(IdConverter, lambda converter: dict(ID_SCHEMA))
     api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                        "description": "Access token from POST /api/v1/auth/login (refresh token for /auth/refresh)."})

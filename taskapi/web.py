@@ -141,13 +141,34 @@ def gate_request_body() -> None:
     charset = request.mimetype_params.get("charset", "utf-8").lower()
     if charset not in {"utf-8", "utf8"}:
         raise UnsupportedMediaType("The request body must be encoded as UTF-8.")
-    raw = request.get_data(cache=True)  # Werkzeug raises 413 past MAX_CONTENT_LENGTH, chunked too
+    raw = read_body(current_app.config["MAX_CONTENT_LENGTH"])
     if not raw.strip():
         raise BadRequest("The request body must be a JSON object.")
     body = strict_loads(raw)
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.")
     g.json_body = body
+
+
+def read_body(limit: int) -> bytes:
+    """The body, at most `limit` bytes: 413 past it, with or without Content-Length.
+
+    Werkzeug stops a chunked read at the limit without complaint (the body then looks
+    truncated), so chunked bodies are read here from the server's terminated stream.
+    """
+    if request.content_length is not None:
+        return request.get_data(cache=True)
+    stream = request.environ["wsgi.input"]
+    chunks, size = [], 0
+    while size <= limit:
+        chunk = stream.read(min(65536, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise RequestEntityTooLarge()
+    return b"".join(chunks)
 
 
 def assign_request_id() -> None:
@@ -214,9 +235,17 @@ def no_store(response: Response) -> Response:
     return response
 
 
+def drop_stray_retry_after(response: Response) -> Response:
+    """flask-limiter adds Retry-After to every limited response; it only means something on 429/503."""
+    if response.status_code not in (429, 503):
+        response.headers.pop("Retry-After", None)
+    return response
+
+
 def register_request_hooks(app: Flask) -> None:
     app.json = OrjsonProvider(app)
     app.before_request(assign_request_id)
     app.before_request(gate_request_body)
     app.after_request(add_request_id)
     app.after_request(no_store)
+    app.after_request(drop_stray_retry_after)  # registered before the limiter's hook, so it runs after it

@@ -78,7 +78,7 @@ def test_every_documented_variable_is_read(monkeypatch):
     assert (config.MONGODB_URI, config.REDIS_URL, config.JWT_SECRET_KEY) == ("mongodb://m:1/x", "redis://r:2/3", GOOD_SECRET)
     assert (config.ACCESS_TOKEN_TTL_SECONDS, config.REFRESH_TOKEN_TTL_SECONDS) == (60, 120)
     assert config.RATELIMIT_ENABLED is False
-    assert (config.RATELIMIT_DEFAULT, config.RATELIMIT_LOGIN, config.RATELIMIT_LOGIN_ACCOUNT, config.RATELIMIT_REGISTER) == (
+    assert (config.RATELIMIT_PER_IDENTITY, config.RATELIMIT_LOGIN, config.RATELIMIT_LOGIN_ACCOUNT, config.RATELIMIT_REGISTER) == (
         "7/minute", "3/minute", "2/minute", "4/hour")
     assert (config.CACHE_TTL_SECONDS, config.TRUSTED_PROXY_COUNT, config.MAX_CONTENT_LENGTH) == (9, 1, 1024)
     assert config.CORS_ORIGINS == ["https://a.example", "https://b.example"]
@@ -120,7 +120,8 @@ def test_concurrent_workers_agree_on_the_development_secret(tmp_path):
     "key, value, message",
     [("PORT", "eighty", "PORT must be an integer"), ("RATELIMIT_ENABLED", "maybe", "RATELIMIT_ENABLED must be true or false"),
      ("TASKAPI_ENV", "staging", "TASKAPI_ENV must be one of"), ("LOG_FORMAT", "xml", "LOG_FORMAT must be text or json"),
-     ("MAX_CONTENT_LENGTH", "0", "MAX_CONTENT_LENGTH must be >= 1")],
+     ("MAX_CONTENT_LENGTH", "0", "MAX_CONTENT_LENGTH must be >= 1"),
+     ("RATELIMIT_LOGIN", "lots", "RATELIMIT_LOGIN must be a rate"), ("RATELIMIT_DEFAULT", "9/fortnight", "RATELIMIT_DEFAULT must be a rate")],
 )
 def test_bad_values_are_one_clear_error(monkeypatch, key, value, message):
     monkeypatch.setenv(key, value)

@@ -63,9 +63,9 @@ def test_create_done_sets_completed_at(client, headers):
     assert task["completed_at"] is not None and task["completed_at"] == task["created_at"]
 
 
-def test_twenty_distinct_tags_after_merging_duplicates_is_fine(client, headers):
-    tags = [f"t{i}" for i in range(20)] + ["T1", "t2", "t3"]
-    assert create(client, headers, tags=tags)["tags"] == [f"t{i}" for i in range(20)]
+def test_twenty_tags_are_lower_cased_and_merged(client, headers):
+    tags = [f"t{i}" for i in range(17)] + ["T1", "t2", "T17"]
+    assert create(client, headers, tags=tags)["tags"] == [f"t{i}" for i in range(18)]
 
 
 @pytest.mark.parametrize(
@@ -87,11 +87,18 @@ def test_twenty_distinct_tags_after_merging_duplicates_is_fine(client, headers):
         ({"title": "ok", "due_at": "tomorrow"}, "due_at"),
         ({"title": "ok", "due_at": 1796010851}, "due_at"),
         ({"title": "ok", "due_at": "1800-01-01T00:00:00Z"}, "due_at"),
+        ({"title": "ok", "due_at": "1969-12-31T23:59:59Z"}, "due_at"),
+        ({"title": "ok", "due_at": "3000-01-01T00:00:00Z"}, "due_at"),
         ({"title": "ok", "tags": "home"}, "tags"),
         ({"title": "ok", "tags": ["two words"]}, "tags.0"),
         ({"title": "ok", "tags": ["ok", "x" * 33]}, "tags.1"),
         ({"title": "ok", "tags": [""]}, "tags.0"),
         ({"title": "ok", "tags": [f"t{i}" for i in range(21)]}, "tags"),
+        ({"title": "ok", "tags": ["a"] * 21}, "tags"),
+        ({"title": "ok", "tags": [" padded "]}, "tags.0"),
+        ({"title": "1\u001f"}, "title"),
+        ({"title": "\ufeff\u3000 "}, "title"),
+        ({"title": " " + "x" * 200}, "title"),
         ({"title": "ok", "tags": [{"$gt": ""}]}, "tags.0"),
         ({"title": "ok", "id": str(ObjectId())}, "id"),
         ({"title": "ok", "owner": str(ObjectId())}, "owner"),

@@ -21,7 +21,7 @@ IF_MATCH = {"in": "header", "name": "If-Match", "required": False, "schema": {"t
 IF_NONE_MATCH = {"in": "header", "name": "If-None-Match", "required": False, "schema": {"type": "string"},
                  "description": "304 Not Modified if the task is still at this ETag."}
 IDEMPOTENCY_KEY = {"in": "header", "name": "Idempotency-Key", "required": False,
-                   "schema": {"type": "string", "maxLength": 255},
+                   "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x21-\\x7e]+$"},
                    "description": "Replays the first response for 24 h instead of creating a second task."}
 
 
@@ -96,7 +96,7 @@ def list_tasks(query):
     return cached_json("tasks", owner, query, compute, headers=lambda page: next_link(page["next_cursor"]))
 
 
-@blp.route("/<task_id>", methods=["GET"])
+@blp.route("/<id:task_id>", methods=["GET"])
 @blp.auth_required()
 @blp.response(200, TaskSchema, headers=ETAG_HEADER)
 @blp.alt_response(304, description="Not modified: the task is still at the If-None-Match ETag.")
@@ -114,7 +114,7 @@ def get_task(task_id):
     return task_response(task)
 
 
-@blp.route("/<task_id>", methods=["PATCH"])
+@blp.route("/<id:task_id>", methods=["PATCH"])
 @blp.auth_required()
 @blp.arguments(TaskPatchSchema)
 @blp.response(200, TaskSchema, headers=ETAG_HEADER)
@@ -127,7 +127,7 @@ def patch_task(body, task_id):
                                              precondition=precondition()))
 
 
-@blp.route("/<task_id>", methods=["PUT"])
+@blp.route("/<id:task_id>", methods=["PUT"])
 @blp.auth_required()
 @blp.arguments(TaskInputSchema)
 @blp.response(200, TaskSchema, headers=ETAG_HEADER)
@@ -140,7 +140,7 @@ def put_task(body, task_id):
                                              replace=True, precondition=precondition()))
 
 
-@blp.route("/<task_id>", methods=["DELETE"])
+@blp.route("/<id:task_id>", methods=["DELETE"])
 @blp.auth_required()
 @blp.response(204)
 @blp.problem(404, "No such task for the caller.")

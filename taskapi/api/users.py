@@ -23,7 +23,7 @@ def list_users(query):
     return {"items": items, "next_cursor": cursor}, 200, next_link(cursor)
 
 
-@blp.route("/<user_id>", methods=["GET"])
+@blp.route("/<id:user_id>", methods=["GET"])
 @blp.auth_required()
 @blp.response(200, UserSchema)
 @blp.problem(403, "The caller is not an admin.")
@@ -34,7 +34,7 @@ def get_user(user_id):
     return users.get_user(user_id=user_id)
 
 
-@blp.route("/<user_id>", methods=["PATCH"])
+@blp.route("/<id:user_id>", methods=["PATCH"])
 @blp.auth_required()
 @blp.arguments(AdminUserPatchSchema)
 @blp.response(200, UserSchema)

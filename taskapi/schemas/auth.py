@@ -3,9 +3,14 @@
 from marshmallow import Schema, fields, validate
 
 from taskapi.models.user import ROLES
-from taskapi.schemas.common import PageQuerySchema, StrictBoolean, Timestamp, TrimmedString
+from taskapi.schemas.common import NO_CONTROL, PageQuerySchema, StrictBoolean, Text, Timestamp
 
-PASSWORD = validate.Length(min=8, max=128, error="Passwords are 8 to 128 characters.")
+NO_NUL = validate.Regexp(r"^[^\x00]*$", error="No NUL characters.")
+PASSWORD = [validate.Length(min=8, max=128, error="Passwords are 8 to 128 characters."), NO_NUL]
+
+
+def Name(**kwargs) -> Text:  # noqa: N802 - a field factory
+    return Text(max_length=100, pattern=NO_CONTROL, pattern_error="No control characters.", trim=True, **kwargs)
 
 
 class Email(fields.Email):
@@ -18,21 +23,21 @@ class Email(fields.Email):
 class RegisterSchema(Schema):
     email = Email(required=True, validate=validate.Length(max=254), metadata={"example": "ada@example.com"})
     password = fields.String(required=True, load_only=True, validate=PASSWORD, metadata={"example": "correct horse battery"})
-    name = TrimmedString(load_default="", validate=validate.Length(max=100), metadata={"example": "Ada Lovelace"})
+    name = Name(load_default="", metadata={"example": "Ada Lovelace"})
 
 
 class LoginSchema(Schema):
     email = Email(required=True, metadata={"example": "ada@example.com"})
-    password = fields.String(required=True, load_only=True, validate=validate.Length(min=1, max=128),
+    password = fields.String(required=True, load_only=True, validate=[validate.Length(min=1, max=128), NO_NUL],
                              metadata={"example": "correct horse battery"})
 
 
 class UpdateMeSchema(Schema):
-    name = TrimmedString(required=True, validate=validate.Length(max=100), metadata={"example": "Ada King"})
+    name = Name(required=True, metadata={"example": "Ada King"})
 
 
 class PasswordChangeSchema(Schema):
-    current_password = fields.String(required=True, load_only=True, validate=validate.Length(min=1, max=128))
+    current_password = fields.String(required=True, load_only=True, validate=[validate.Length(min=1, max=128), NO_NUL])
     new_password = fields.String(required=True, load_only=True, validate=PASSWORD)
 
 

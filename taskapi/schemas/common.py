@@ -1,6 +1,8 @@
 """Schemas shared by every blueprint: the problem envelope and the probes."""
 
-from marshmallow import Schema, fields, validate
+import re
+
+from marshmallow import Schema, ValidationError, fields, validate
 
 
 class ProblemSchema(Schema):
@@ -41,11 +43,30 @@ class Timestamp(fields.DateTime):
         return None if value is None else format_timestamp(value)
 
 
-class TrimmedString(fields.String):
-    """A string with surrounding white space removed before validation."""
+# White space that `Text(trim=True)` removes, spelled out so that the code and the OpenAPI
+# pattern agree exactly (Python's str.strip and a regex's \s differ at the edges).
+SPACES = " \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+STRIP_CHARS = "".join(chr(c) for c in [0x20, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029, 0x202F, 0x205F,
+                                      0x3000, 0xFEFF])
+NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+VISIBLE_NO_CONTROL = rf"^[^\x00-\x1f\x7f]*[^\x00-\x1f\x7f{SPACES}][^\x00-\x1f\x7f]*$"
+
+
+class Text(fields.String):
+    """A string checked as sent (length, allowed characters, both documented), then trimmed if asked."""
+
+    def __init__(self, *, max_length: int, pattern: str, pattern_error: str, trim: bool = False, **kwargs):
+        self.max_length, self.pattern, self.pattern_error, self.trim = max_length, re.compile(pattern), pattern_error, trim
+        kwargs["metadata"] = {"maxLength": max_length, "pattern": pattern, **kwargs.get("metadata", {})}
+        super().__init__(**kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
-        return super()._deserialize(value, attr, data, **kwargs).strip()
+        value = super()._deserialize(value, attr, data, **kwargs)
+        if len(value) > self.max_length:
+            raise ValidationError(f"At most {self.max_length} characters.")
+        if not self.pattern.match(value):
+            raise ValidationError(self.pattern_error)
+        return value.strip(STRIP_CHARS) if self.trim else value
 
 
 class PageQuerySchema(Schema):

@@ -8,12 +8,17 @@ from datetime import datetime, timezone
 from marshmallow import Schema, ValidationError, fields, pre_load, validate
 
 from taskapi.models.task import PRIORITIES, STATUSES
-from taskapi.schemas.common import PageQuerySchema, Timestamp, TrimmedString
+from taskapi.schemas.common import VISIBLE_NO_CONTROL, PageQuerySchema, Text, Timestamp
 
 TAG_RE = re.compile(r"^[a-z0-9_-]{1,32}$")
-CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-DESCRIPTION_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # tabs and newlines allowed
-EARLIEST, LATEST = datetime(1900, 1, 1, tzinfo=timezone.utc), datetime(9999, 12, 30, tzinfo=timezone.utc)
+TAG_INPUT = r"^[A-Za-z0-9_-]{1,32}$"  # as clients may send it; stored lower-cased
+TAG_LIST_INPUT = r"^[A-Za-z0-9_-]{1,32}(,[A-Za-z0-9_-]{1,32})*$"
+DESCRIPTION_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"  # tabs and newlines allowed
+SEARCH_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+# Due dates and filters live in the years 1970..2999: a product limit, and far from the
+# sentinel dates the due sort keys use for "no due date" (years 1 and 9999).
+EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=timezone.utc), datetime(3000, 1, 1, tzinfo=timezone.utc)
+INSTANT_PATTERN = r"^(19[7-9][0-9]|2[0-9]{3})-"
 READ_ONLY = ("id", "owner", "version", "created_at", "updated_at", "completed_at")
 SORTS = ("created_at", "-created_at", "updated_at", "-updated_at", "due_at", "-due_at", "priority", "-priority")
 
@@ -24,8 +29,12 @@ class InstantField(Timestamp):
     default_error_messages = {
         **Timestamp.default_error_messages,
         "naive": "Include a UTC offset (Z or ±hh:mm), e.g. 2026-12-01T09:00:00Z.",
-        "range": "Must be between 1900-01-01 and 9999-12-30.",
+        "range": "Must be in the years 1970 to 2999.",
     }
+
+    def __init__(self, **kwargs):
+        kwargs["metadata"] = {"pattern": INSTANT_PATTERN, **kwargs.get("metadata", {})}
+        super().__init__(**kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         if not isinstance(value, str):
@@ -34,50 +43,48 @@ class InstantField(Timestamp):
         if parsed.tzinfo is None:
             raise self.make_error("naive")
         parsed = parsed.astimezone(timezone.utc)
-        if not EARLIEST <= parsed <= LATEST:
+        if not EARLIEST <= parsed < LATEST:
             raise self.make_error("range")
         return parsed.replace(microsecond=parsed.microsecond // 1000 * 1000)
 
 
-def validate_title(value: str) -> None:
-    if CONTROL_RE.search(value):
-        raise ValidationError("Titles cannot contain control characters.")
-
-
-def validate_description(value: str) -> None:
-    if DESCRIPTION_CONTROL_RE.search(value):
-        raise ValidationError("Descriptions cannot contain control characters other than tabs and newlines.")
+MAX_TAGS = 20
 
 
 class TagList(fields.List):
-    """Up to 20 distinct tags of [a-z0-9_-]{1,32}, lower-cased; duplicates merged, first kept."""
+    """At most 20 tags of [A-Za-z0-9_-]{1,32}, stored lower-cased; duplicates merged, first kept."""
 
     def __init__(self, **kwargs):
-        super().__init__(fields.String(), **kwargs)
+        kwargs.setdefault("metadata", {})
+        kwargs["metadata"] = {"maxItems": MAX_TAGS, **kwargs["metadata"],
+                              "description": "At most 20 tags of [A-Za-z0-9_-]{1,32}; lower-cased, duplicates merged."}
+        super().__init__(fields.String(validate=validate.Regexp(TAG_INPUT)), **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
-        items = super()._deserialize(value, attr, data, **kwargs)
+        if isinstance(value, list) and len(value) > MAX_TAGS:
+            raise ValidationError(f"At most {MAX_TAGS} tags.")
+        try:
+            items = super()._deserialize(value, attr, data, **kwargs)
+        except ValidationError as exc:
+            if isinstance(exc.messages, dict):  # per-item pattern failures: say what a tag is
+                raise ValidationError({i: ["Tags are 1 to 32 characters of a-z, 0-9, _ and -."] for i in exc.messages})
+            raise
         tags, errors = [], {}
-        for index, item in enumerate(items):
-            tag = item.strip().lower()
-            if not TAG_RE.match(tag):
-                errors[index] = ["Tags are 1 to 32 characters of a-z, 0-9, _ and -."]
-            elif tag not in tags:
-                tags.append(tag)
-        if errors:
-            raise ValidationError(errors)
-        if len(tags) > 20:
-            raise ValidationError("At most 20 distinct tags.")
+        for item in items:
+            if item.lower() not in tags:
+                tags.append(item.lower())
         return tags
 
 
 class TaskInputSchema(Schema):
     """The writable fields; server-owned ones are refused by name, anything else as unknown."""
 
-    title = TrimmedString(required=True, validate=[validate.Length(min=1, max=200), validate_title],
-                          metadata={"example": "Buy milk"})
-    description = fields.String(load_default="", validate=[validate.Length(max=5000), validate_description],
-                                metadata={"example": "Semi-skimmed, two litres"})
+    title = Text(required=True, max_length=200, pattern=VISIBLE_NO_CONTROL, trim=True,
+                 pattern_error="Titles need a visible character and no control characters.",
+                 metadata={"example": "Buy milk"})
+    description = Text(load_default="", max_length=5000, pattern=DESCRIPTION_PATTERN,
+                       pattern_error="No control characters other than tabs and newlines.",
+                       metadata={"example": "Semi-skimmed, two litres"})
     status = fields.String(load_default="todo", validate=validate.OneOf(STATUSES))
     priority = fields.String(load_default="medium", validate=validate.OneOf(PRIORITIES))
     due_at = InstantField(load_default=None, allow_none=True, metadata={"example": "2026-12-01T17:00:00Z"})
@@ -119,18 +126,22 @@ class TaskPageSchema(Schema):
     next_cursor = fields.String(required=True, allow_none=True)
 
 
-class CommaList(fields.Field):
+class CommaList(fields.String):
     """`a,b` in a query string: each item checked by `choices` or `pattern`, duplicates dropped."""
 
     def __init__(self, *, choices=None, pattern=None, **kwargs):
         self.choices, self.pattern = choices, pattern
+        spec_pattern = (rf"^({'|'.join(choices)})(,({'|'.join(choices)}))*$" if choices else TAG_LIST_INPUT)
+        kwargs["metadata"] = {"pattern": spec_pattern, **kwargs.get("metadata", {})}
         super().__init__(**kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         if not isinstance(value, str):
             raise ValidationError("Must be a comma-separated list.")
         items = []
-        for item in (part.strip().lower() for part in value.split(",")):
+        for item in value.split(","):
+            if self.pattern is not None:
+                item = item.lower()  # tags are case-insensitive; statuses and priorities are exact
             if self.choices is not None and item not in self.choices:
                 raise ValidationError(f"Each value must be one of: {', '.join(self.choices)}.")
             if self.pattern is not None and not self.pattern.match(item):
@@ -149,7 +160,8 @@ class TaskQuerySchema(PageQuerySchema):
     overdue = fields.Boolean(
         truthy={"true"}, falsy={"false"},
         metadata={"description": "true: open (not done) with due_at < now; false: every other task."})
-    q = fields.String(validate=validate.Length(min=1, max=100),
+    q = fields.String(validate=[validate.Length(min=1, max=100),
+                                validate.Regexp(SEARCH_PATTERN, error="No control characters.")],
                       metadata={"description": "Case-insensitive literal substring of title or description."})
     sort = fields.String(load_default="-created_at", validate=validate.OneOf(SORTS),
                          metadata={"description": "Sort field, `-` for descending; ties broken by id."})
