@@ -48,7 +48,7 @@ def main() -> int:
             examples = os.environ.get("FUZZ_EXAMPLES", "25")
             common = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(Path(__file__).with_name(
                 "schemathesis.toml")), "run", f"{base}/openapi.json", "--checks", "all",
-                      "--max-examples", examples, "--workers", "2", "--no-color", "--seed", os.environ.get("FUZZ_SEED", "1")]
+                      "--max-examples", examples, "--workers", "1", "--no-color", "--seed", os.environ.get("FUZZ_SEED", "1")]
             first = subprocess.run(common + ["-H", f"Authorization: Bearer {token()}",
                                              "--exclude-path-regex", REVOKING], cwd=ROOT)
             second = subprocess.run(common + ["-H", f"Authorization: Bearer {token()}",
