@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test fuzz clean
+.PHONY: install run test fuzz e2e nginx clean
 
 install: $(STAMP)
 
@@ -22,6 +22,13 @@ test: install
 
 fuzz: install
 	$(PY) tests/fuzz/schemathesis_run.py
+
+# Debian's Nginx, for the end-to-end suite (installed only if missing; never started as a service).
+nginx:
+	@command -v nginx >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null)
+
+e2e: install nginx
+	TASKAPI_E2E=1 $(PY) -m pytest tests/e2e -p no:randomly -s -q
 
 clean:
 	rm -rf $(VENV) .pytest_cache

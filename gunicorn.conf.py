@@ -17,12 +17,15 @@ bind = f"{_config.HOST}:{_config.PORT}"
 workers = _config.WORKERS
 # gthread keeps HTTP keep-alive to Nginx and lets a worker overlap I/O waits on MongoDB/Redis;
 # this subclass answers gunicorn's own parse errors (414, 431, …) as problem+json, not HTML.
-worker_class = "taskapi.gunicorn_worker.ProblemThreadWorker"
+worker_class = "taskapi.serving.ProblemThreadWorker"
 threads = int(os.environ.get("THREADS", "4"))
 keepalive = 5
-# A request that runs 30 s is a bug (dependency calls time out in ~2 s): recycle the worker.
+# A worker silent for 30 s is stuck (every dependency call times out in ~2 s): recycle it.
+# Nginx waits 35 s for a response, so gunicorn gives up first and Nginx never answers 504
+# for a request the app may still complete.
 timeout = 30
-# SIGTERM/HUP let in-flight requests finish for up to 20 s before workers are stopped.
+# SIGTERM/HUP let in-flight requests finish for up to 20 s before old workers are stopped;
+# orchestrators should allow ~25 s between SIGTERM and SIGKILL.
 graceful_timeout = 20
 # No app import in the master: each worker builds its own app, MongoClient and Redis pool after fork.
 preload_app = False
@@ -32,6 +35,7 @@ proxy_allow_ips = forwarded_allow_ips
 loglevel = _config.LOG_LEVEL.lower()
 accesslog = "-"
 errorlog = "-"
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
+# One JSON object per request (method, path, status, duration_ms, request_id, …).
+logger_class = "taskapi.serving.JsonAccessLogger"
 # Managed with signals (HUP/TERM); no shared control socket for several instances to fight over.
 control_socket_disable = True

