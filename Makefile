@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test fuzz e2e nginx clean
+.PHONY: install run test fuzz e2e nginx wrk bench clean
 
 install: $(STAMP)
 
@@ -26,6 +26,13 @@ fuzz: install
 # Debian's Nginx, for the end-to-end suite (installed only if missing; never started as a service).
 nginx:
 	@command -v nginx >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null)
+
+wrk:
+	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)
+
+# Loopback load with wrk; writes bench/results.md and bench/results.json (about 8 minutes).
+bench: install nginx wrk
+	$(PY) bench/run.py
 
 e2e: install nginx
 	TASKAPI_E2E=1 $(PY) -m pytest tests/e2e -p no:randomly -s -q

@@ -45,13 +45,14 @@ class Unauthorized(ApiError):
     status = 401
     detail = "A valid access token is required."
 
-    def __init__(self, detail: str | None = None, *, error: str = "invalid_token", **kwargs: Any) -> None:
+    def __init__(self, detail: str | None = None, *, error: str | None = "invalid_token", **kwargs: Any) -> None:
         super().__init__(detail, **kwargs)
-        # RFC 6750 section 3: the challenge names the problem without echoing the token.
+        # RFC 6750 section 3: no error code when no credentials were sent; otherwise name the
+        # problem without echoing the token.
         description = self.detail.replace('"', "'")
-        self.headers.setdefault(
-            "WWW-Authenticate", f'Bearer realm="taskapi", error="{error}", error_description="{description}"'
-        )
+        challenge = ('Bearer realm="taskapi"' if error is None
+                     else f'Bearer realm="taskapi", error="{error}", error_description="{description}"')
+        self.headers.setdefault("WWW-Authenticate", challenge)
 
 
 class Forbidden(ApiError):

@@ -14,10 +14,9 @@ from __future__ import annotations
 import hashlib
 
 from flask import Flask, current_app, g, request
-from flask_jwt_extended import decode_token
 from flask_limiter import Limiter
 
-from taskapi.security import PREFIX
+from taskapi.security import PREFIX, signed_subject
 
 
 def client_ip() -> str:
@@ -25,15 +24,11 @@ def client_ip() -> str:
 
 
 def identity() -> str:
-    """`user:<id>` for a validly signed token, else `ip:<client ip>`."""
+    """`user:<id>` for a token signed with our key, else `ip:<client ip>` (bad tokens count there)."""
     if "limit_identity" not in g:
-        g.limit_identity = f"ip:{client_ip()}"
         header = request.headers.get("Authorization", "")
-        if header.startswith("Bearer "):
-            try:
-                g.limit_identity = f"user:{decode_token(header[7:], allow_expired=True)['sub']}"
-            except Exception:  # noqa: BLE001 - any bad token: count it against the IP
-                pass
+        subject = signed_subject(header[7:]) if header.startswith("Bearer ") else None
+        g.limit_identity = f"user:{subject}" if subject else f"ip:{client_ip()}"
     return g.limit_identity
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import uuid
@@ -209,10 +210,14 @@ class Blueprint(flask_smorest.Blueprint):
 
     def auth_required(self, *, refresh: bool = False):  # noqa: ANN201
         """Require a valid, unrevoked token of the given type; documents the bearer scheme and 401."""
-        from flask_jwt_extended import jwt_required
+        from taskapi.security import verify_request_token
 
         def decorator(func):
-            guarded = jwt_required(refresh=refresh)(func)
+            @functools.wraps(func)
+            def guarded(*args, **kwargs):
+                verify_request_token(refresh=refresh)
+                return func(*args, **kwargs)
+
             guarded = self.doc(security=[{"bearerAuth": []}])(guarded)
             guarded = self.problem(401, "Missing, invalid, expired or revoked token.")(guarded)
             return self.problem(503, "Redis or MongoDB unavailable; retry after `Retry-After`.")(guarded)

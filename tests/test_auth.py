@@ -12,8 +12,7 @@ import jwt as pyjwt
 import pytest
 
 from taskapi.extensions import get_db
-from tests.helpers import (PASSWORD, assert_problem, assert_unauthorized, bearer, claims_of, header_of, login,
-                           register)
+from tests.helpers import PASSWORD, assert_problem, assert_unauthorized, bearer, claims_of, header_of, login, register
 
 ME = "/api/v1/auth/me"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import requests
 
 from tests.helpers import PASSWORD, bearer
-from tests.servers import MongoServer, RedisServer, gunicorn
+from tests.servers import RedisServer, gunicorn
 
 
 def fresh(method: str, url: str, **kwargs):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
 from tests.helpers import PASSWORD, assert_problem, bearer, login, register
 from tests.servers import MongoServer, RedisServer
 

@@ -67,9 +67,9 @@ def test_readyz_names_mongodb_down_quickly_and_recovers(own_app, own_servers):
 
 
 def test_route_needing_mongodb_answers_503_problem_when_down(own_servers, make_app):
-    from tests.helpers import assert_problem
     from taskapi.extensions import get_api, get_db
     from taskapi.web import Blueprint
+    from tests.helpers import assert_problem
 
     mongo, cache = own_servers
     application = make_app(MONGODB_URI=mongo.uri, REDIS_URL=cache.url)

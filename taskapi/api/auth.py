@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from flask import url_for
-from flask_jwt_extended import get_jwt_identity
 
 from taskapi import security
-from taskapi.schemas.auth import (LoginSchema, PasswordChangeSchema, RegisterSchema, TokenPairSchema,
-                                  UpdateMeSchema, UserSchema)
+from taskapi.schemas.auth import (
+    LoginSchema,
+    PasswordChangeSchema,
+    RegisterSchema,
+    TokenPairSchema,
+    UpdateMeSchema,
+    UserSchema,
+)
+from taskapi.security import current_user_id
 from taskapi.services import auth
 from taskapi.web import Blueprint
 
@@ -15,8 +21,8 @@ blp = Blueprint("auth", __name__, description="Registration, tokens and the call
 
 
 @blp.route("/register", methods=["POST"])
-@blp.arguments(RegisterSchema)
-@blp.response(201, UserSchema, headers={"Location": {"description": "/api/v1/users/{id}", "schema": {"type": "string"}}})
+@blp.arguments(RegisterSchema())
+@blp.response(201, UserSchema(), headers={"Location": {"description": "/api/v1/users/{id}", "schema": {"type": "string"}}})
 @blp.problem(409, "An account with this email already exists.")
 def register(body):
     """Create an account (role `user`)."""
@@ -25,8 +31,8 @@ def register(body):
 
 
 @blp.route("/login", methods=["POST"])
-@blp.arguments(LoginSchema)
-@blp.response(200, TokenPairSchema)
+@blp.arguments(LoginSchema())
+@blp.response(200, TokenPairSchema())
 @blp.problem(401, "Wrong email or password, or a deactivated account (one answer for all).")
 def login(body):
     """Exchange credentials for an access token (15 min) and a refresh token (30 days)."""
@@ -36,7 +42,7 @@ def login(body):
 
 @blp.route("/refresh", methods=["POST"])
 @blp.auth_required(refresh=True)
-@blp.response(200, TokenPairSchema)
+@blp.response(200, TokenPairSchema())
 def refresh():
     """Rotate: the presented refresh token stops working; presenting it again revokes the session."""
     return security.rotate_session()
@@ -55,12 +61,12 @@ def logout():
 @blp.response(204)
 def logout_all():
     """Revoke every token of the caller issued before now (all devices)."""
-    security.revoke_all_tokens(get_jwt_identity())
+    security.revoke_all_tokens(current_user_id())
 
 
 @blp.route("/me", methods=["GET"])
 @blp.auth_required()
-@blp.response(200, UserSchema)
+@blp.response(200, UserSchema())
 def get_me():
     """The caller's account."""
     return auth.current_user()
@@ -68,8 +74,8 @@ def get_me():
 
 @blp.route("/me", methods=["PATCH"])
 @blp.auth_required()
-@blp.arguments(UpdateMeSchema)
-@blp.response(200, UserSchema)
+@blp.arguments(UpdateMeSchema())
+@blp.response(200, UserSchema())
 def update_me(body):
     """Change the caller's display name."""
     return auth.update_profile(user=auth.current_user(), **body)
@@ -77,7 +83,7 @@ def update_me(body):
 
 @blp.route("/password", methods=["POST"])
 @blp.auth_required()
-@blp.arguments(PasswordChangeSchema)
+@blp.arguments(PasswordChangeSchema())
 @blp.response(204)
 def change_password(body):
     """Change the password; every token of the caller, this one included, stops working."""

@@ -22,14 +22,14 @@ def docs_asset(filename: str):
 
 
 @blp.route("/healthz", methods=["GET"])
-@blp.response(200, HealthSchema)
+@blp.response(200, HealthSchema())
 def healthz():
     """Liveness: the process answers; no dependency is touched."""
     return {"status": "ok"}
 
 
 @blp.route("/readyz", methods=["GET"])
-@blp.response(200, ReadinessSchema)
+@blp.response(200, ReadinessSchema())
 @blp.alt_response(503, schema=ReadinessSchema, description="A dependency is down; `checks` names it.")
 def readyz():
     """Readiness: MongoDB and Redis both answer a ping."""

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from flask import g, jsonify, request, url_for
-from flask_jwt_extended import get_jwt_identity
 
 from taskapi.schemas.tasks import TaskInputSchema, TaskPageSchema, TaskPatchSchema, TaskQuerySchema, TaskSchema
+from taskapi.security import current_user_id
 from taskapi.services import idempotency
-from taskapi.services.cache import cached_json
 from taskapi.services import tasks as service
+from taskapi.services.cache import cached_json
 from taskapi.services.paging import next_link
 from taskapi.web import Blueprint
 
@@ -39,14 +39,14 @@ def task_response(task, status: int = 200, **headers: str):
 
 @blp.route("", methods=["POST"])
 @blp.auth_required()
-@blp.arguments(TaskInputSchema)
-@blp.response(201, TaskSchema, headers={**ETAG_HEADER, "Location": {"schema": {"type": "string"}}})
+@blp.arguments(TaskInputSchema())
+@blp.response(201, TaskSchema(), headers={**ETAG_HEADER, "Location": {"schema": {"type": "string"}}})
 @blp.problem(400, "Malformed body, or an Idempotency-Key over 255 characters.")
 @blp.problem(409, "A request with this Idempotency-Key is still in flight.")
 @blp.doc(parameters=[IDEMPOTENCY_KEY])
 def create_task(body):
     """Create a task. With `Idempotency-Key`, a retry replays the first response (`Idempotent-Replayed: true`)."""
-    owner = get_jwt_identity()
+    owner = current_user_id()
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return _created(service.create_task(owner=owner, data=body))
@@ -76,8 +76,8 @@ def _created(task):
 
 @blp.route("", methods=["GET"])
 @blp.auth_required()
-@blp.arguments(TaskQuerySchema, location="query")
-@blp.response(200, TaskPageSchema, headers={"Link": {"description": 'rel="next" page', "schema": {"type": "string"}},
+@blp.arguments(TaskQuerySchema(), location="query")
+@blp.response(200, TaskPageSchema(), headers={"Link": {"description": 'rel="next" page', "schema": {"type": "string"}},
                                             "X-Cache": {"description": "HIT or MISS", "schema": {"type": "string"}}})
 def list_tasks(query):
     """The caller's tasks, filtered and sorted, keyset-paged (`next_cursor`, `Link: rel="next"`).
@@ -85,7 +85,7 @@ def list_tasks(query):
     Pages are cached per user and query for CACHE_TTL_SECONDS; any write by the user makes
     their next read fresh (`X-Cache: HIT|MISS` tells which).
     """
-    owner = get_jwt_identity()
+    owner = current_user_id()
     filters = dict(query)
     limit, cursor, sort = filters.pop("limit"), filters.pop("cursor", None), filters.pop("sort")
 
@@ -98,13 +98,13 @@ def list_tasks(query):
 
 @blp.route("/<id:task_id>", methods=["GET"])
 @blp.auth_required()
-@blp.response(200, TaskSchema, headers=ETAG_HEADER)
+@blp.response(200, TaskSchema(), headers=ETAG_HEADER)
 @blp.alt_response(304, description="Not modified: the task is still at the If-None-Match ETag.")
 @blp.problem(404, "No such task for the caller (unknown, malformed or another user's id).")
 @blp.doc(parameters=[IF_NONE_MATCH])
 def get_task(task_id):
     """One task, with its ETag."""
-    task = service.get_task(owner=get_jwt_identity(), task_id=task_id)
+    task = service.get_task(owner=current_user_id(), task_id=task_id)
     etag = service.etag_for(task.version)
     if request.if_none_match.star_tag or request.if_none_match.contains_weak(etag):
         response = task_response(task, 304)
@@ -116,27 +116,27 @@ def get_task(task_id):
 
 @blp.route("/<id:task_id>", methods=["PATCH"])
 @blp.auth_required()
-@blp.arguments(TaskPatchSchema)
-@blp.response(200, TaskSchema, headers=ETAG_HEADER)
+@blp.arguments(TaskPatchSchema())
+@blp.response(200, TaskSchema(), headers=ETAG_HEADER)
 @blp.problem(404, "No such task for the caller.")
 @blp.problem(412, "If-Match does not match the task's current ETag.")
 @blp.doc(parameters=[IF_MATCH])
 def patch_task(body, task_id):
     """Change some fields; `version` grows by one if anything changed."""
-    return task_response(service.update_task(owner=get_jwt_identity(), task_id=task_id, changes=body,
+    return task_response(service.update_task(owner=current_user_id(), task_id=task_id, changes=body,
                                              precondition=precondition()))
 
 
 @blp.route("/<id:task_id>", methods=["PUT"])
 @blp.auth_required()
-@blp.arguments(TaskInputSchema)
-@blp.response(200, TaskSchema, headers=ETAG_HEADER)
+@blp.arguments(TaskInputSchema())
+@blp.response(200, TaskSchema(), headers=ETAG_HEADER)
 @blp.problem(404, "No such task for the caller.")
 @blp.problem(412, "If-Match does not match the task's current ETag.")
 @blp.doc(parameters=[IF_MATCH])
 def put_task(body, task_id):
     """Replace every writable field: `title` is required, omitted fields reset to their defaults."""
-    return task_response(service.update_task(owner=get_jwt_identity(), task_id=task_id, changes=body,
+    return task_response(service.update_task(owner=current_user_id(), task_id=task_id, changes=body,
                                              replace=True, precondition=precondition()))
 
 
@@ -148,4 +148,4 @@ def put_task(body, task_id):
 @blp.doc(parameters=[IF_MATCH])
 def delete_task(task_id):
     """Delete a task."""
-    service.delete_task(owner=get_jwt_identity(), task_id=task_id, precondition=precondition())
+    service.delete_task(owner=current_user_id(), task_id=task_id, precondition=precondition())

@@ -13,8 +13,8 @@ blp = Blueprint("users", __name__, description="User administration; admins only
 
 @blp.route("", methods=["GET"])
 @blp.auth_required()
-@blp.arguments(UserQuerySchema, location="query")
-@blp.response(200, UserPageSchema, headers={"Link": {"description": 'rel="next" page', "schema": {"type": "string"}}})
+@blp.arguments(UserQuerySchema(), location="query")
+@blp.response(200, UserPageSchema(), headers={"Link": {"description": 'rel="next" page', "schema": {"type": "string"}}})
 @blp.problem(403, "The caller is not an admin.")
 def list_users(query):
     """Users by ascending id, keyset-paged; `email` filters to one exact address."""
@@ -25,7 +25,7 @@ def list_users(query):
 
 @blp.route("/<id:user_id>", methods=["GET"])
 @blp.auth_required()
-@blp.response(200, UserSchema)
+@blp.response(200, UserSchema())
 @blp.problem(403, "The caller is not an admin.")
 @blp.problem(404, "No user with this id.")
 def get_user(user_id):
@@ -36,8 +36,8 @@ def get_user(user_id):
 
 @blp.route("/<id:user_id>", methods=["PATCH"])
 @blp.auth_required()
-@blp.arguments(AdminUserPatchSchema)
-@blp.response(200, UserSchema)
+@blp.arguments(AdminUserPatchSchema())
+@blp.response(200, UserSchema())
 @blp.problem(403, "The caller is not an admin.")
 @blp.problem(404, "No user with this id.")
 @blp.problem(409, "Admins cannot demote or deactivate themselves.")

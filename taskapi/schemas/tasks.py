@@ -69,7 +69,7 @@ class TagList(fields.List):
             if isinstance(exc.messages, dict):  # per-item pattern failures: say what a tag is
                 raise ValidationError({i: ["Tags are 1 to 32 characters of a-z, 0-9, _ and -."] for i in exc.messages})
             raise
-        tags, errors = [], {}
+        tags: list[str] = []
         for item in items:
             if item.lower() not in tags:
                 tags.append(item.lower())

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from bson import ObjectId
 from bson.errors import InvalidId
-from flask_jwt_extended import get_jwt_identity
 from mongoengine.errors import NotUniqueError
 
 from taskapi import security
 from taskapi.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from taskapi.models.user import User, utcnow
+from taskapi.security import current_user_id
 
 BAD_CREDENTIALS = "The email or password is incorrect."
 
@@ -49,7 +49,7 @@ def authenticate(*, email: str, password: str) -> User:
 
 def current_user() -> User:
     """The caller's account, loaded only by routes that need more than the token says."""
-    user = User.objects(id=parse_id_or_401(get_jwt_identity())).first()
+    user = User.objects(id=parse_id_or_401(current_user_id())).first()
     if user is None or not user.active:
         raise Unauthorized("The token's account is not available.")
     return user

@@ -11,7 +11,7 @@ from bson import ObjectId
 from pymongo import ReturnDocument
 
 from taskapi.errors import NotFound, PreconditionFailed, ServiceUnavailable, ValidationFailed
-from taskapi.models.task import (NO_DUE_EARLIEST, NO_DUE_LATEST, PRIORITY_RANK, SORT_KEYS, Task, index_name)
+from taskapi.models.task import NO_DUE_EARLIEST, NO_DUE_LATEST, PRIORITY_RANK, SORT_KEYS, Task, index_name
 from taskapi.services import cache
 from taskapi.services.auth import parse_object_id
 from taskapi.services.paging import decode_cursor, encode_cursor

@@ -6,7 +6,7 @@ from bson import ObjectId
 
 from taskapi import security
 from taskapi.errors import Conflict, NotFound
-from taskapi.models.user import ROLES, User, utcnow
+from taskapi.models.user import User, utcnow
 from taskapi.services.auth import parse_object_id
 from taskapi.services.paging import decode_cursor, encode_cursor
 

@@ -8,7 +8,6 @@ import itertools
 import json
 import shutil
 from urllib.parse import urlparse
-from pathlib import Path
 
 import pytest
 
