@@ -111,6 +111,8 @@ class Config:
         self.HOST = env_str("HOST", "127.0.0.1")
         self.PORT = env_int("PORT", 8000, minimum=1)
         self.WORKERS = env_int("WORKERS", default_workers(), minimum=1)
+        # Who may read /metrics (comma-separated networks, e.g. 10.0.0.0/8); empty: anyone who reaches it.
+        self.METRICS_ALLOW_NETWORKS = env_list("METRICS_ALLOW_NETWORKS")
         self.LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
         self.LOG_FORMAT = env_str("LOG_FORMAT", self.default_log_format())
 
@@ -138,6 +140,13 @@ class Config:
             except ValueError:
                 env_name = "RATELIMIT_DEFAULT" if name == "RATELIMIT_PER_IDENTITY" else name
                 raise ConfigError(f"{env_name} must be a rate like 10/minute, got {getattr(self, name)!r}") from None
+        import ipaddress
+
+        for network in self.METRICS_ALLOW_NETWORKS:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ConfigError(f"METRICS_ALLOW_NETWORKS has an invalid network: {network!r}") from None
         if self.JWT_ALGORITHM not in {"HS256", "HS384", "HS512"}:
             raise ConfigError(f"JWT_ALGORITHM must be HS256, HS384 or HS512, got {self.JWT_ALGORITHM!r}")
         if len(self.JWT_SECRET_KEY.encode()) < MIN_SECRET_BYTES:

@@ -1,7 +1,9 @@
 """gunicorn settings, from the same environment variables as the app (see config.py)."""
 
 import os
+import shutil
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,9 +35,27 @@ preload_app = False
 forwarded_allow_ips = "127.0.0.1,::1" if _config.TRUSTED_PROXY_COUNT else ""
 proxy_allow_ips = forwarded_allow_ips
 loglevel = _config.LOG_LEVEL.lower()
-accesslog = "-"
 errorlog = "-"
-# One JSON object per request (method, path, status, duration_ms, request_id, …).
+# The app logs one line per request itself (route template, status, duration_ms, request_id,
+# user id; JSON in production), so gunicorn's own access log is off unless asked for; when on,
+# it is JSON lines with the request id too.
+accesslog = "-" if os.environ.get("GUNICORN_ACCESS_LOG") else None
 logger_class = "taskapi.serving.JsonAccessLogger"
+
+# Prometheus multiprocess mode: every worker writes its samples here and /metrics sums them.
+# Set before the workers fork (they import prometheus_client after), wiped at each start.
+_metrics_dir = os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), f"taskapi-metrics-{_config.PORT}"))
+
+
+def on_starting(server):
+    shutil.rmtree(_metrics_dir, ignore_errors=True)
+    os.makedirs(_metrics_dir, exist_ok=True)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, _metrics_dir)
 # Managed with signals (HUP/TERM); no shared control socket for several instances to fight over.
 control_socket_disable = True

@@ -25,9 +25,12 @@ def create_app(config: Config | str | None = None) -> Flask:
 
 
 def register_logging(app: Flask) -> None:
-    from taskapi.logs import configure_logging
+    from taskapi.logs import configure_logging, register_request_logging
+    from taskapi.metrics import init_metrics
 
     configure_logging(app)
+    register_request_logging(app)
+    init_metrics(app)
 
 
 def register_extensions(app: Flask) -> None:

@@ -1,9 +1,11 @@
-"""Flask CLI: `flask --app wsgi db upgrade|status`, `users create-admin`, `seed`."""
+"""Flask CLI: `db upgrade|status`, `users create-admin`, `seed`, `openapi export|postman`."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
 from taskapi import migrate
@@ -82,7 +84,47 @@ def seed_command(users: int, tasks: int, password: str, email_pattern: str, seed
                f"in {elapsed:.1f} s; users log in with password {password!r}")
 
 
+openapi_cli = AppGroup("openapi", help="The OpenAPI document and what is made from it.")
+COLLECTION = "docs/taskapi.postman_collection.json"
+
+
+def spec_document(app: Flask) -> dict:
+    from taskapi.extensions import get_api
+
+    return get_api(app).spec.to_dict()
+
+
+@openapi_cli.command("export")
+@click.option("--output", "-o", default="openapi.json", show_default=True, help="File to write ('-': stdout).")
+def openapi_export(output: str) -> None:
+    """Write the OpenAPI document (what /openapi.json serves)."""
+    _write(output, spec_document(current_app))
+
+
+@openapi_cli.command("postman")
+@click.option("--output", "-o", default=COLLECTION, show_default=True, help="File to write ('-': stdout).")
+def openapi_postman(output: str) -> None:
+    """Generate the Postman v2.1 collection from the OpenAPI document."""
+    from taskapi.postman import build_collection
+
+    _write(output, build_collection(spec_document(current_app)))
+
+
+def _write(output: str, document: dict) -> None:
+    import json
+
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    if output == "-":
+        click.echo(text, nl=False)
+        return
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    click.echo(f"wrote {path}")
+
+
 def register(app: Flask) -> None:
     app.cli.add_command(db_cli)
     app.cli.add_command(users_cli)
     app.cli.add_command(seed_command)
+    app.cli.add_command(openapi_cli)

@@ -64,6 +64,7 @@ ROUTE_LIMITS = {
 }
 # Probes, metrics and the docs are never limited (load balancers poll them).
 EXEMPT_BLUEPRINTS = ("ops", "docs_assets", "api-docs")
+EXEMPT_ENDPOINTS = ("metrics",)
 
 
 def init_limiter(app: Flask) -> Limiter:
@@ -83,5 +84,7 @@ def init_limiter(app: Flask) -> Limiter:
     for name in EXEMPT_BLUEPRINTS:
         if name in app.blueprints:
             limiter.exempt(app.blueprints[name])
+    for endpoint in EXEMPT_ENDPOINTS:
+        limiter.exempt(app.view_functions[endpoint])
     app.extensions["taskapi_limiter"] = limiter
     return limiter

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
+import time
 from datetime import datetime, timezone
 
 import orjson
-from flask import Flask, g, has_request_context
+from flask import Flask, Response, g, has_request_context, request
+
+from taskapi import metrics
+
+# A JWT (or anything shaped like one) and Authorization values never reach a log line.
+SECRET_RE = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*|(?i:bearer)\s+\S+")
 
 
 class RequestIdFilter(logging.Filter):
@@ -15,6 +22,20 @@ class RequestIdFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = g.get("request_id", "-") if has_request_context() else "-"
+        return True
+
+
+class RedactFilter(logging.Filter):
+    """Scrub token-shaped strings from messages, arguments and tracebacks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if SECRET_RE.search(message):
+            record.msg, record.args = SECRET_RE.sub("[redacted]", message), None
+        if record.exc_text:
+            record.exc_text = SECRET_RE.sub("[redacted]", record.exc_text)
         return True
 
 
@@ -30,8 +51,8 @@ class JsonFormatter(logging.Formatter):
             "request_id": getattr(record, "request_id", "-"),
         }
         entry.update(getattr(record, "fields", {}) or {})
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+        if record.exc_text or record.exc_info:
+            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str).decode()
 
 
@@ -39,11 +60,39 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 
 
 def configure_logging(app: Flask) -> None:
-    """Route the taskapi loggers to stderr in the configured format (gunicorn collects stderr)."""
+    """Route the taskapi loggers to stderr in the configured format (gunicorn collects stderr),
+    and log one line per request (the access log) with the request's metrics."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RequestIdFilter())
+    handler.addFilter(RedactFilter())
     handler.setFormatter(JsonFormatter() if app.config["LOG_FORMAT"] == "json" else logging.Formatter(TEXT_FORMAT))
     logger = logging.getLogger("taskapi")
     logger.handlers[:] = [handler]
     logger.setLevel(app.config["LOG_LEVEL"])
     logger.propagate = False
+
+
+request_log = logging.getLogger("taskapi.request")
+
+
+def start_timer() -> None:
+    g.started = time.perf_counter()
+
+
+def log_request(response: Response) -> Response:
+    """One line per request: method, route template, status, duration, request id, user id."""
+    seconds = time.perf_counter() - g.get("started", time.perf_counter())
+    route = request.url_rule.rule if request.url_rule else "unmatched"
+    claims = g.get("token_claims") or {}
+    metrics.observe(request.method, route, response.status_code, seconds)
+    fields = {"method": request.method, "route": route, "path": request.path, "status": response.status_code,
+              "duration_ms": round(seconds * 1000, 2), "user_id": claims.get("sub"),
+              "remote_addr": request.remote_addr}
+    request_log.info("%s %s %s %.1fms user=%s", request.method, request.path, response.status_code,
+                     seconds * 1000, claims.get("sub") or "-", extra={"fields": fields})
+    return response
+
+
+def register_request_logging(app: Flask) -> None:
+    app.before_request(start_timer)
+    app.after_request(log_request)

@@ -1,0 +1,62 @@
+"""Prometheus metrics: request counts and latency by route template and status.
+
+Under gunicorn, PROMETHEUS_MULTIPROC_DIR (set by gunicorn.conf.py before the workers fork)
+makes every worker write its samples to files there, and /metrics adds them up, so a
+scrape sees the whole server whichever worker answers it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+
+from flask import Flask, Response, current_app, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+from taskapi.errors import NotFound
+
+REQUESTS = Counter("taskapi_http_requests_total", "HTTP requests by method, route template and status.",
+                   ["method", "route", "status"])
+LATENCY = Histogram("taskapi_http_request_duration_seconds", "Request latency by method and route template.",
+                    ["method", "route"],
+                    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
+
+
+def observe(method: str, route: str, status: int, seconds: float) -> None:
+    REQUESTS.labels(method, route, str(status)).inc()
+    LATENCY.labels(method, route).observe(seconds)
+
+
+def allowed(remote_addr: str | None) -> bool:
+    networks = current_app.config["METRICS_ALLOW_NETWORKS"]
+    if not networks:
+        return True
+    try:
+        address = ipaddress.ip_address(remote_addr or "")
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(network, strict=False) for network in networks)
+
+
+def metrics_view() -> Response:
+    """Prometheus text format; 404 for clients outside METRICS_ALLOW_NETWORKS."""
+    if not allowed(request.remote_addr):
+        raise NotFound()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+
+def init_metrics(app: Flask) -> None:
+    app.add_url_rule("/metrics", "metrics", metrics_view, methods=["GET"])

@@ -1,0 +1,27 @@
+"""The README's curl walkthrough, run as written against a live gunicorn."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+from config import ROOT
+from tests.servers import gunicorn
+
+
+def walkthrough() -> str:
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- walkthrough:start -->\n```bash\n(.*?)```\n<!-- walkthrough:end -->", readme, re.S)
+    assert block, "README.md lost its walkthrough block"
+    return block.group(1)
+
+
+def test_readme_walkthrough_runs(app_env, log_dir, app, tmp_path):
+    with gunicorn(app_env, workers=2, log_path=log_dir / "gunicorn-walkthrough.log") as base:
+        result = subprocess.run(["bash", "-euo", "pipefail", "-c", walkthrough()], cwd=tmp_path,
+                                env={"PATH": "/usr/bin:/bin", "API": base}, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == "ada@example.com"
+    assert re.fullmatch(r'created [0-9a-f]{24} with ETag "v1"', lines[1])
+    assert lines[2:] == ["Buy milk", "done", "1", "204", "401"]
