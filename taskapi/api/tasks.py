@@ -8,7 +8,7 @@ from taskapi.schemas.tasks import TaskInputSchema, TaskPageSchema, TaskPatchSche
 from taskapi.security import current_user_id
 from taskapi.services import idempotency
 from taskapi.services import tasks as service
-from taskapi.services.cache import cached_json
+from taskapi.services.cache import cache_first
 from taskapi.services.paging import next_link
 from taskapi.web import Blueprint
 
@@ -76,6 +76,7 @@ def _created(task):
 
 @blp.route("", methods=["GET"])
 @blp.auth_required()
+@cache_first("tasks")
 @blp.arguments(TaskQuerySchema(), location="query")
 @blp.response(200, TaskPageSchema(), headers={"Link": {"description": 'rel="next" page', "schema": {"type": "string"}},
                                             "X-Cache": {"description": "HIT or MISS", "schema": {"type": "string"}}})
@@ -85,15 +86,11 @@ def list_tasks(query):
     Pages are cached per user and query for CACHE_TTL_SECONDS; any write by the user makes
     their next read fresh (`X-Cache: HIT|MISS` tells which).
     """
-    owner = current_user_id()
     filters = dict(query)
     limit, cursor, sort = filters.pop("limit"), filters.pop("cursor", None), filters.pop("sort")
-
-    def compute():
-        items, next_cursor = service.list_tasks(owner=owner, filters=filters, sort=sort, limit=limit, cursor=cursor)
-        return {"items": task_schema.dump(items, many=True), "next_cursor": next_cursor}
-
-    return cached_json("tasks", owner, query, compute, headers=lambda page: next_link(page["next_cursor"]))
+    items, next_cursor = service.list_tasks(owner=current_user_id(), filters=filters, sort=sort, limit=limit,
+                                            cursor=cursor)
+    return {"items": items, "next_cursor": next_cursor}, 200, next_link(next_cursor)
 
 
 @blp.route("/<id:task_id>", methods=["GET"])

@@ -90,25 +90,55 @@ def _trip(exc: Exception) -> None:
     log.warning("cache unavailable (%s); reading from MongoDB for %s s", exc.__class__.__name__, pause)
 
 
-def cached_json(kind: str, owner: str | None, query: dict[str, Any], compute, headers=None):
-    """A JSON response from the cache, or computed (a dumped dict) and cached; `X-Cache` says which.
-
-    `headers` (optional) derives extra headers from the computed body, e.g. a `Link`; they
-    are cached with it.
-    """
+def cached_json(kind: str, owner: str | None, query: dict[str, Any], compute):
+    """A JSON response from the cache, or computed (a dumped dict) and cached; `X-Cache` says which."""
     from flask import current_app as app
 
     key = make_key(kind, owner, query)
-    hit = get(key)
-    if hit is not None:
-        body, extra = hit
-        state = "HIT"
-    else:
-        data = compute()
-        body, extra = orjson.dumps(data), (headers(data) if headers else {})
-        put(key, (body, extra))
-        state = "MISS"
+    body = get(key)
+    state = "HIT"
+    if body is None:
+        body, state = orjson.dumps(compute()), "MISS"
+        put(key, body)
     response = app.response_class(body, mimetype="application/json")
-    response.headers.update(extra)
     response.headers["X-Cache"] = state
     return response
+
+
+def cache_first(kind: str):
+    """A view decorator (below the token check, above argument parsing): answer from the cache
+    before anything is parsed; on a miss, run the view and cache its 200 answer.
+
+    The key is the user, their generation and the sorted raw query arguments: the same raw
+    arguments always parse to the same query, and only successful answers are stored, so a
+    hit never skips a validation that would have failed.
+    """
+    import functools
+
+    from flask import current_app as app
+    from flask import request
+
+    from taskapi.security import current_user_id
+
+    def decorator(view):
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            raw = sorted(request.args.items(multi=True))
+            key = make_key(kind, current_user_id(), {"args": raw})
+            hit = get(key)
+            if hit is not None:
+                body, extra = hit
+                response = app.response_class(body, mimetype="application/json")
+                response.headers.update(extra)
+                response.headers["X-Cache"] = "HIT"
+                return response
+            response = app.make_response(view(*args, **kwargs))
+            if response.status_code == 200:
+                extra = {name: response.headers[name] for name in ("Link",) if name in response.headers}
+                put(key, (response.get_data(), extra))
+            response.headers["X-Cache"] = "MISS"
+            return response
+
+        return wrapper
+
+    return decorator

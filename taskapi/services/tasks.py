@@ -202,10 +202,13 @@ def plan_list(*, owner: str, filters: dict[str, Any], sort: str, now: datetime,
         pattern = {"$regex": re.escape(filters["q"]), "$options": "i"}
         clauses.append({"$or": [{"title": pattern}, {"description": pattern}]})
     if after is not None:
+        # After (value, id) in sort order: key beyond value, or equal with a later id. Written
+        # as "key at or beyond value, and not (key == value with an id at or before last)":
+        # the range gives the index bounds, and there is no $or for a planner to trip on.
         value, last_id = after
-        op, strict = ("$gte", "$gt") if direction == 1 else ("$lte", "$lt")
+        op, behind = ("$gte", "$lte") if direction == 1 else ("$lte", "$gte")
         clauses.append({key: {op: value}})
-        clauses.append({"$or": [{key: {strict: value}}, {"_id": {strict: last_id}}]})
+        clauses.append({"$nor": [{key: value, "_id": {behind: last_id}}]})
 
     query: dict[str, Any] = {"owner": ObjectId(owner)}
     if clauses:
