@@ -12,6 +12,7 @@ this process does not try the cache again (no timeout paid on every request).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
@@ -19,11 +20,11 @@ from typing import Any
 
 import orjson
 import redis
-from flask import Flask, current_app, g
+from flask import Flask, current_app, g, request
 from flask_caching import Cache
 
 from taskapi.extensions import get_redis
-from taskapi.security import PREFIX, key_cache_generation
+from taskapi.security import PREFIX, current_user_id, key_cache_generation
 
 log = logging.getLogger("taskapi.cache")
 cache = Cache()
@@ -92,15 +93,13 @@ def _trip(exc: Exception) -> None:
 
 def cached_json(kind: str, owner: str | None, query: dict[str, Any], compute):
     """A JSON response from the cache, or computed (a dumped dict) and cached; `X-Cache` says which."""
-    from flask import current_app as app
-
     key = make_key(kind, owner, query)
     body = get(key)
     state = "HIT"
     if body is None:
         body, state = orjson.dumps(compute()), "MISS"
         put(key, body)
-    response = app.response_class(body, mimetype="application/json")
+    response = current_app.response_class(body, mimetype="application/json")
     response.headers["X-Cache"] = state
     return response
 
@@ -113,13 +112,6 @@ def cache_first(kind: str):
     arguments always parse to the same query, and only successful answers are stored, so a
     hit never skips a validation that would have failed.
     """
-    import functools
-
-    from flask import current_app as app
-    from flask import request
-
-    from taskapi.security import current_user_id
-
     def decorator(view):
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
@@ -128,11 +120,11 @@ def cache_first(kind: str):
             hit = get(key)
             if hit is not None:
                 body, extra = hit
-                response = app.response_class(body, mimetype="application/json")
+                response = current_app.response_class(body, mimetype="application/json")
                 response.headers.update(extra)
                 response.headers["X-Cache"] = "HIT"
                 return response
-            response = app.make_response(view(*args, **kwargs))
+            response = current_app.make_response(view(*args, **kwargs))
             if response.status_code == 200:
                 extra = {name: response.headers[name] for name in ("Link",) if name in response.headers}
                 put(key, (response.get_data(), extra))
