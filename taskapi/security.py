@@ -104,10 +104,14 @@ def burn_verify_time(password: str) -> None:
 
 # --- tokens ------------------------------------------------------------------------------
 
-def issue_session(user_id: str) -> dict[str, Any]:
-    """A new login session: a token pair and the session record (2 Redis round trips)."""
+def token_generation(user_id: str) -> int:
+    """The user's current token generation (read before a login's password check)."""
+    return int(get_redis().get(key_generation(user_id)) or 0)
+
+
+def issue_session(user_id: str, generation: int) -> dict[str, Any]:
+    """A new login session in the given generation: a token pair and the session record."""
     client = get_redis()
-    generation = int(client.get(key_generation(user_id)) or 0)
     sid = uuid.uuid4().hex
     pair, refresh_jti = _token_pair(user_id, sid, generation)
     ttl = current_app.config["REFRESH_TOKEN_TTL_SECONDS"]

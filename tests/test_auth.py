@@ -396,3 +396,41 @@ def test_declared_user_indexes_exist_after_migrations(app):
         assert declared["name"] in existing
         assert list(existing[declared["name"]]["key"].keys()) == declared["fields"]
         assert existing[declared["name"]].get("unique", False) == declared.get("unique", False)
+
+
+# --- revocation racing a login ----------------------------------------------------------------
+
+@pytest.mark.parametrize("revocation", ["deactivate", "logout-all"])
+def test_revocation_during_a_login_leaves_no_working_token(make_app, revocation):
+    """The revocation lands while the login's argon2 check runs (production cost, ~150 ms)."""
+    import threading
+
+    application = make_app(ARGON2_TIME_COST="3", ARGON2_MEMORY_KIB="65536", ARGON2_PARALLELISM="4")
+    client = application.test_client()
+    register(client, "racer@example.com")
+    assert application.test_cli_runner().invoke(
+        args=["users", "create-admin", "--email", "boss@example.com", "--password", PASSWORD]).exit_code == 0
+    admin = bearer(login(client, "boss@example.com")["access_token"])
+    own = bearer(login(client, "racer@example.com")["access_token"])
+    user_id = client.get(ME, headers=own).get_json()["id"]
+    outcome = {}
+
+    def slow_login():
+        outcome["response"] = application.test_client().post(
+            "/api/v1/auth/login", json={"email": "racer@example.com", "password": PASSWORD})
+
+    thread = threading.Thread(target=slow_login)
+    thread.start()
+    time.sleep(0.05)  # the login is inside its password check now
+    if revocation == "deactivate":
+        assert client.patch(f"/api/v1/users/{user_id}", json={"active": False}, headers=admin).status_code == 200
+    else:
+        assert client.post("/api/v1/auth/logout-all", headers=own).status_code == 204
+    thread.join(10)
+    response = outcome["response"]
+    if response.status_code == 200:  # it may finish, but what it issued must already be dead
+        pair = response.get_json()
+        assert_unauthorized(client.get(ME, headers=bearer(pair["access_token"])))
+        assert_unauthorized(client.post("/api/v1/auth/refresh", headers=bearer(pair["refresh_token"])))
+    else:
+        assert_unauthorized(response)

@@ -189,3 +189,13 @@ def test_revoked_token_never_gets_a_cached_page(client, user_tokens, headers):
     response = client.get(TASKS, headers=headers)
     assert_problem(response, 401)
     assert "X-Cache" not in response.headers
+
+
+def test_repeated_parameters_do_not_share_a_cache_entry(client, headers):
+    first = create(client, headers, title="due first", due_at="2030-01-01T00:00:00Z")
+    second = create(client, headers, title="due second", due_at="2030-01-02T00:00:00Z")
+    by_due = client.get(f"{TASKS}?sort=due_at&sort=-created_at", headers=headers)
+    by_created = client.get(f"{TASKS}?sort=-created_at&sort=due_at", headers=headers)
+    assert by_created.headers["X-Cache"] == "MISS"  # another query (the first value counts), not a hit
+    assert [t["id"] for t in by_due.get_json()["items"]] == [first["id"], second["id"]]
+    assert [t["id"] for t in by_created.get_json()["items"]] == [second["id"], first["id"]]

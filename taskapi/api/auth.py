@@ -36,8 +36,8 @@ def register(body):
 @blp.problem(401, "Wrong email or password, or a deactivated account (one answer for all).")
 def login(body):
     """Exchange credentials for an access token (15 min) and a refresh token (30 days)."""
-    user = auth.authenticate(**body)
-    return security.issue_session(str(user.id))
+    user, generation = auth.authenticate(**body)
+    return security.issue_session(str(user.id), generation)
 
 
 @blp.route("/refresh", methods=["POST"])

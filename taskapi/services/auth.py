@@ -31,20 +31,30 @@ def register(*, email: str, password: str, name: str = "") -> User:
     return user
 
 
-def authenticate(*, email: str, password: str) -> User:
-    """The user for these credentials; unknown email, wrong password and a deactivated
-    account all raise the same 401, after the same argon2 work."""
+def authenticate(*, email: str, password: str) -> tuple[User, int]:
+    """The user for these credentials and the token generation to issue with.
+
+    Unknown email, wrong password and a deactivated account all raise the same 401, after the
+    same argon2 work. The generation is read before the (slow) verification and the account
+    is read again after it: a password change, logout-all or deactivation that lands while the
+    hash is being checked either bumps a generation this login's tokens already carry, or is
+    seen by the second read. Either way no token outlives it.
+    """
     user = User.objects(email=email).first()
     if user is None:
         security.burn_verify_time(password)
         raise Unauthorized(BAD_CREDENTIALS, error=None)
+    generation = security.token_generation(str(user.id))
     if not security.verify_password(user.password_hash, password) or not user.active:
+        raise Unauthorized(BAD_CREDENTIALS, error=None)
+    now = User.objects(id=user.id).only("password_hash", "active").first()
+    if now is None or now.password_hash != user.password_hash or not now.active:
         raise Unauthorized(BAD_CREDENTIALS, error=None)
     if security.needs_rehash(user.password_hash):
         # Parameters changed since this hash was made: upgrade it while we hold the password.
         User.objects(id=user.id, password_hash=user.password_hash).update_one(
             set__password_hash=security.hash_password(password))
-    return user
+    return user, generation
 
 
 def current_user() -> User:

@@ -49,8 +49,15 @@ def generation(user_id: str) -> int:
 
 
 def bump(user_id: str) -> None:
-    """After a successful write: the user's cached reads are stale from now on."""
-    get_redis().incr(key_cache_generation(user_id))
+    """After a successful write: the user's cached reads are stale from now on.
+
+    Best effort: the write has happened and must be reported as such. If Redis fails right
+    here, every authenticated request fails closed until it is back.
+    """
+    try:
+        get_redis().incr(key_cache_generation(user_id))
+    except redis.RedisError as exc:
+        log.error("cache generation not bumped for user %s (%s)", user_id, exc.__class__.__name__)
     g.pop("cache_generation", None)
 
 
@@ -115,7 +122,8 @@ def cache_first(kind: str):
     def decorator(view):
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
-            raw = sorted(request.args.items(multi=True))
+            # Sorted by name only: a repeated parameter keeps its order (webargs reads the first).
+            raw = sorted(request.args.items(multi=True), key=lambda item: item[0])
             key = make_key(kind, current_user_id(), {"args": raw})
             hit = get(key)
             if hit is not None:

@@ -10,14 +10,17 @@ running it is a 409.
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Any
 
 import orjson
+import redis
 
 from taskapi.errors import BadRequest, Conflict, ValidationFailed
 from taskapi.extensions import get_redis
 from taskapi.security import PREFIX
 
+log = logging.getLogger("taskapi.idempotency")
 KEEP_SECONDS = 24 * 3600
 PENDING_SECONDS = 60
 MAX_KEY_LENGTH = 255
@@ -58,8 +61,13 @@ def begin(*, user_id: str, key: str, digest: str) -> dict[str, Any] | None:
 
 
 def complete(*, user_id: str, key: str, digest: str, status: int, body: Any, headers: dict[str, str]) -> None:
+    """Store the response to replay. Best effort: the task exists, so the client hears 201
+    even if Redis fails here; the pending claim then expires after PENDING_SECONDS."""
     record = {"state": "done", "fp": digest, "status": status, "body": body, "headers": headers}
-    get_redis().set(_redis_key(user_id, key), orjson.dumps(record), ex=KEEP_SECONDS)
+    try:
+        get_redis().set(_redis_key(user_id, key), orjson.dumps(record), ex=KEEP_SECONDS)
+    except redis.RedisError as exc:
+        log.error("idempotency record not stored (%s); the key stays pending", exc.__class__.__name__)
 
 
 def abandon(*, user_id: str, key: str) -> None:
