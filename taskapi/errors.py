@@ -194,8 +194,7 @@ def handle_unexpected(error: Exception) -> Response:
 
 
 DEPENDENCY_ERRORS: tuple[type[Exception], ...] = (
-    pymongo.errors.ConnectionFailure,  # includes ServerSelectionTimeoutError, AutoReconnect
-    pymongo.errors.NetworkTimeout,
+    pymongo.errors.ConnectionFailure,  # includes ServerSelectionTimeoutError, AutoReconnect, NetworkTimeout
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
 )

@@ -192,6 +192,14 @@ def _b64decode(segment: str) -> bytes:
     return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
+def _signature_matches(signing_input: str, signature_b64: str) -> bool:
+    """HMAC of header.payload with our key and pinned algorithm, compared in constant time."""
+    config = current_app.config
+    expected = hmac.new(config["JWT_SECRET_KEY"].encode(), signing_input.encode(),
+                        DIGESTS[config["JWT_ALGORITHM"]]).digest()
+    return hmac.compare_digest(_b64decode(signature_b64), expected)
+
+
 def signed_subject(token: str) -> str | None:
     """The `sub` of a token signed with our key and pinned algorithm, else None.
 
@@ -201,10 +209,7 @@ def signed_subject(token: str) -> str | None:
     """
     try:
         signing_input, _, signature = token.rpartition(".")
-        config = current_app.config
-        expected = hmac.new(config["JWT_SECRET_KEY"].encode(), signing_input.encode(),
-                            DIGESTS[config["JWT_ALGORITHM"]]).digest()
-        if not signing_input or not hmac.compare_digest(_b64decode(signature), expected):
+        if not signing_input or not _signature_matches(signing_input, signature):
             return None
         subject = orjson.loads(_b64decode(signing_input.partition(".")[2])).get("sub")
     except (ValueError, TypeError, KeyError, AttributeError):
@@ -243,15 +248,12 @@ def verify_request_token(*, refresh: bool = False) -> dict[str, Any]:
 
 
 def _verified_claims(token: str) -> dict[str, Any]:
-    config = current_app.config
     try:
         head_b64, payload_b64, signature_b64 = token.split(".")
         head = orjson.loads(_b64decode(head_b64))
-        if not isinstance(head, dict) or head.get("alg") != config["JWT_ALGORITHM"]:
+        if not isinstance(head, dict) or head.get("alg") != current_app.config["JWT_ALGORITHM"]:
             raise ValueError("algorithm")
-        expected = hmac.new(config["JWT_SECRET_KEY"].encode(), f"{head_b64}.{payload_b64}".encode(),
-                            DIGESTS[config["JWT_ALGORITHM"]]).digest()
-        if not hmac.compare_digest(_b64decode(signature_b64), expected):
+        if not _signature_matches(f"{head_b64}.{payload_b64}", signature_b64):
             raise ValueError("signature")
         claims = orjson.loads(_b64decode(payload_b64))
         if not isinstance(claims, dict):

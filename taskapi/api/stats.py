@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from taskapi.models.user import utcnow
 from taskapi.schemas.stats import CompletionsQuerySchema, CompletionsSchema, DashboardQuerySchema, DashboardSchema
 from taskapi.security import current_user_id
 from taskapi.services import stats
@@ -23,10 +24,10 @@ def dashboard(query):
     if query["scope"] == "global":
         require_admin()  # the role comes from the database, so a demotion applies at once
         return cached_json("dashboard", None, query,
-                           lambda: dashboard_schema.dump(stats.dashboard(owner=None, now=stats.utcnow())))
+                           lambda: dashboard_schema.dump(stats.dashboard(owner=None, now=utcnow())))
     owner = current_user_id()
     return cached_json("dashboard", owner, query,
-                       lambda: dashboard_schema.dump(stats.dashboard(owner=owner, now=stats.utcnow())))
+                       lambda: dashboard_schema.dump(stats.dashboard(owner=owner, now=utcnow())))
 
 
 @blp.route("/completions", methods=["GET"])
@@ -37,4 +38,4 @@ def completions(query):
     """Tasks created and completed per UTC day, ending today, oldest first."""
     owner = current_user_id()
     return cached_json("completions", owner, query,
-                       lambda: completions_schema.dump(stats.completions(owner=owner, now=stats.utcnow(), **query)))
+                       lambda: completions_schema.dump(stats.completions(owner=owner, now=utcnow(), **query)))

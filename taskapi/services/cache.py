@@ -102,11 +102,17 @@ def cached_json(kind: str, owner: str | None, query: dict[str, Any], compute):
     """A JSON response from the cache, or computed (a dumped dict) and cached; `X-Cache` says which."""
     key = make_key(kind, owner, query)
     body = get(key)
-    state = "HIT"
-    if body is None:
-        body, state = orjson.dumps(compute()), "MISS"
-        put(key, body)
+    if body is not None:
+        return json_response(body, "HIT")
+    body = orjson.dumps(compute())
+    put(key, body)
+    return json_response(body, "MISS")
+
+
+def json_response(body: bytes, state: str, headers: dict[str, str] | None = None):
+    """A JSON response from (cached) bytes, with `X-Cache: HIT|MISS`."""
     response = current_app.response_class(body, mimetype="application/json")
+    response.headers.update(headers or {})
     response.headers["X-Cache"] = state
     return response
 
@@ -128,10 +134,7 @@ def cache_first(kind: str):
             hit = get(key)
             if hit is not None:
                 body, extra = hit
-                response = current_app.response_class(body, mimetype="application/json")
-                response.headers.update(extra)
-                response.headers["X-Cache"] = "HIT"
-                return response
+                return json_response(body, "HIT", extra)
             response = current_app.make_response(view(*args, **kwargs))
             if response.status_code == 200:
                 extra = {name: response.headers[name] for name in ("Link",) if name in response.headers}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
@@ -73,6 +73,3 @@ def completions(*, owner: str, days: int, now: datetime) -> dict[str, Any]:
         series.append({"date": date, "created": created.get(date, 0), "completed": completed.get(date, 0)})
     return {"days": series}
 
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
