@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parent
 
 EMBEDDED_MONGODB_PORT = 27117
 EMBEDDED_REDIS_PORT = 6390
+EMBEDDED_CACHE_REDIS_PORT = 6391
 MIN_SECRET_BYTES = 32
 
 
@@ -77,11 +78,21 @@ class Config:
         )
         # Short server selection: a dead database answers 503 in ~2 s, never a 30 s hang.
         self.MONGODB_TIMEOUT_MS = env_int("MONGODB_TIMEOUT_MS", 2000, minimum=100)
+        # Every MongoDB operation of an API request shares this budget (pymongo's client-side
+        # operation timeout: it also sends maxTimeMS, so the server abandons what we gave up on).
+        self.MONGODB_REQUEST_TIMEOUT_MS = env_int("MONGODB_REQUEST_TIMEOUT_MS", self.MONGODB_TIMEOUT_MS, minimum=100)
+        # Revocation state, sessions, rate limits, idempotency records: a Redis that never evicts.
         self.REDIS_URL = env_str("REDIS_URL") or f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
         self.REDIS_TIMEOUT_SECONDS = env_int("REDIS_TIMEOUT_MS", 500, minimum=50) / 1000
+        # Seconds a client is told to wait after a 503 caused by MongoDB or Redis.
+        self.DEPENDENCY_RETRY_AFTER_SECONDS = env_int("DEPENDENCY_RETRY_AFTER_SECONDS", 2, minimum=1)
 
         self.JWT_SECRET_KEY = env_str("JWT_SECRET_KEY")
         self.JWT_ALGORITHM = env_str("JWT_ALGORITHM", "HS256")
+        # `iss` and `aud` of every token: deployments that share a secret and a Redis keep apart
+        # by giving each its own values.
+        self.JWT_ISSUER = env_str("JWT_ISSUER", "taskapi")
+        self.JWT_AUDIENCE = env_str("JWT_AUDIENCE", "taskapi")
         self.ACCESS_TOKEN_TTL_SECONDS = env_int("ACCESS_TOKEN_TTL_SECONDS", 900, minimum=1)
         self.REFRESH_TOKEN_TTL_SECONDS = env_int("REFRESH_TOKEN_TTL_SECONDS", 2_592_000, minimum=1)
         # argon2id cost (argon2-cffi's RFC 9106 low-memory profile); a change rehashes on next login.
@@ -98,10 +109,17 @@ class Config:
         self.RATELIMIT_REGISTER = env_str("RATELIMIT_REGISTER", "20/hour")
 
         self.CACHE_TTL_SECONDS = env_int("CACHE_TTL_SECONDS", 30)
-        # The response cache may live in its own Redis; by default it shares REDIS_URL.
-        self.CACHE_REDIS_URL = env_str("CACHE_REDIS_URL") or self.REDIS_URL
+        # The response cache lives in a Redis of its own (maxmemory + allkeys-lru), so cache data
+        # can never crowd out or evict revocation state. Development starts one beside REDIS_URL.
+        self.CACHE_REDIS_URL = env_str("CACHE_REDIS_URL") or self.default_cache_redis_url()
+        # What one user may hold in the cache: entries and bytes (their oldest entries go first).
+        self.CACHE_MAX_ENTRIES_PER_USER = env_int("CACHE_MAX_ENTRIES_PER_USER", 64, minimum=1)
+        self.CACHE_MAX_BYTES_PER_USER = env_int("CACHE_MAX_BYTES_PER_USER", 1_048_576, minimum=1024)
         # After a cache failure this process reads from MongoDB only, for this long.
         self.CACHE_RETRY_SECONDS = env_int("CACHE_RETRY_SECONDS", 5)
+        # Bounded state per user: tasks kept, and Idempotency-Keys remembered per 24 h (0: no limit).
+        self.TASKS_MAX_PER_USER = env_int("TASKS_MAX_PER_USER", 50_000)
+        self.IDEMPOTENCY_MAX_KEYS_PER_USER = env_int("IDEMPOTENCY_MAX_KEYS_PER_USER", 1000, minimum=1)
         self.TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
         self.MAX_CONTENT_LENGTH = env_int("MAX_CONTENT_LENGTH", 65536, minimum=1)
         self.CORS_ORIGINS = env_list("CORS_ORIGINS")
@@ -127,6 +145,9 @@ class Config:
 
     def default_log_format(self) -> str:
         return "text"
+
+    def default_cache_redis_url(self) -> str:
+        return f"redis://127.0.0.1:{EMBEDDED_CACHE_REDIS_PORT}/0"
 
     def validate(self) -> None:
         """Raise ConfigError (one line) when a setting cannot work."""
@@ -180,6 +201,9 @@ class TestingConfig(Config):
         if not self.JWT_SECRET_KEY:
             self.JWT_SECRET_KEY = "testing-secret-" + "x" * MIN_SECRET_BYTES
 
+    def default_cache_redis_url(self) -> str:
+        return self.REDIS_URL  # the fixtures name a cache Redis of its own; ad-hoc apps share one
+
 
 class ProductionConfig(Config):
     """No embedded servers, no generated secrets: every dependency is named explicitly."""
@@ -193,6 +217,9 @@ class ProductionConfig(Config):
         for name in ("MONGODB_URI", "REDIS_URL"):
             if not env_str(name):
                 raise ConfigError(f"{name} must be set when TASKAPI_ENV=production")
+        if self.CACHE_TTL_SECONDS and not env_str("CACHE_REDIS_URL"):
+            raise ConfigError("CACHE_REDIS_URL must be set when TASKAPI_ENV=production: a Redis of its own "
+                              "(maxmemory, allkeys-lru) for the response cache, or CACHE_TTL_SECONDS=0 for none")
         super().validate()
 
 

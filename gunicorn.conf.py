@@ -53,6 +53,15 @@ def on_starting(server):
     os.makedirs(_metrics_dir, exist_ok=True)
 
 
+def when_ready(server):
+    """Warn once, at start, when REDIS_URL's Redis may evict keys: revocation state must not vanish."""
+    from taskapi.extensions import redis_eviction_warning
+
+    warning = redis_eviction_warning(_config.REDIS_URL, _config.CACHE_REDIS_URL)
+    if warning:
+        server.log.warning("taskapi: %s", warning)
+
+
 def child_exit(server, worker):
     from prometheus_client import multiprocess
 

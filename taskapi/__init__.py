@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import pymongo
 from flask import Flask
 
 from config import Config, get_config
+
+
+class TaskApiFlask(Flask):
+    """Flask with one MongoDB time budget per request: every MongoDB operation of a request
+    shares MONGODB_REQUEST_TIMEOUT_MS (pymongo's client-side operation timeout), and each
+    carries the remaining budget as maxTimeMS, so the server abandons work the client no
+    longer waits for. A request past its budget answers 503 (errors.dependency_problem)."""
+
+    def full_dispatch_request(self):  # type: ignore[no-untyped-def]
+        with pymongo.timeout(self.config["MONGODB_REQUEST_TIMEOUT_MS"] / 1000):
+            return super().full_dispatch_request()
 
 
 def create_app(config: Config | str | None = None) -> Flask:
     """Build the app from a Config object, a config name, or TASKAPI_ENV."""
     if not isinstance(config, Config):
         config = get_config(config)
-    app = Flask(__name__)
+    app = TaskApiFlask(__name__)
     app.config.from_object(config)
     app.config["ENV_NAME"] = config.ENV_NAME
 

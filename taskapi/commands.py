@@ -60,6 +60,33 @@ def users_create_admin(email: str, password: str) -> None:
         click.echo(f"promoted {user.email} ({user.id}) to admin; its password is unchanged")
 
 
+@users_cli.command("delete")
+@click.option("--email", help="The account to erase.")
+@click.option("--id", "user_id", help="The account to erase, by id.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def users_delete(email: str | None, user_id: str | None, yes: bool) -> None:
+    """Erase an account: revoke its tokens first, then delete its tasks and records, then the user."""
+    from taskapi.errors import ApiError
+    from taskapi.models.user import User
+    from taskapi.services.users import delete_user
+
+    if bool(email) == bool(user_id):
+        raise click.UsageError("give exactly one of --email and --id")
+    found = User.objects(email=email.strip().lower()).only("id", "email").first() if email else None
+    target = str(found.id) if found else user_id
+    if target is None:
+        click.echo(f"error: no user with email {email}", err=True)
+        raise SystemExit(1)
+    if not yes:
+        click.confirm(f"Erase {email or user_id} and all their data?", abort=True)
+    try:
+        removed = delete_user(user_id=target)
+    except ApiError as exc:
+        click.echo(f"error: {exc.detail}", err=True)
+        raise SystemExit(1) from None
+    click.echo(f"deleted {email or user_id} ({target}): tokens revoked, {removed['tasks']} tasks erased")
+
+
 @click.command("seed")
 @with_appcontext
 @click.option("--users", type=click.IntRange(1, 100_000), default=3, show_default=True, help="Users to create or reuse.")

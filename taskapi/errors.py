@@ -14,7 +14,6 @@ from werkzeug.exceptions import HTTPException
 log = logging.getLogger("taskapi.errors")
 
 PROBLEM_MIMETYPE = "application/problem+json"
-RETRY_AFTER_SECONDS = 5
 
 
 class ApiError(Exception):
@@ -86,12 +85,10 @@ class ValidationFailed(ApiError):
 
 
 class ServiceUnavailable(ApiError):
+    """503 with `Retry-After`: DEPENDENCY_RETRY_AFTER_SECONDS unless the raiser knows better."""
+
     status = 503
     detail = "A dependency is unavailable; retry shortly."
-
-    def __init__(self, detail: str | None = None, **kwargs: Any) -> None:
-        super().__init__(detail, **kwargs)
-        self.headers.setdefault("Retry-After", str(RETRY_AFTER_SECONDS))
 
 
 def problem(
@@ -115,6 +112,10 @@ def problem(
     response = current_app.response_class(json.dumps(body), status=status, mimetype=PROBLEM_MIMETYPE)
     for name, value in (headers or {}).items():
         response.headers[name] = value
+    if status == 503:
+        retry_after = response.headers.setdefault("Retry-After",
+                                                  str(current_app.config["DEPENDENCY_RETRY_AFTER_SECONDS"]))
+        g.dependency_retry_after = retry_after  # kept over the rate limiter's window (web.py)
     return response
 
 
@@ -182,10 +183,31 @@ def handle_api_error(error: ApiError) -> Response:
 
 
 def handle_dependency_down(error: Exception) -> Response:
-    """MongoDB or Redis unreachable: 503 with Retry-After, never a 500 or a hang."""
-    name = "Redis" if isinstance(error, redis.exceptions.RedisError) else "MongoDB"
-    log.warning("dependency unavailable: %s: %s", name, error.__class__.__name__)
-    return handle_api_error(ServiceUnavailable(f"{name} is unavailable; retry shortly."))
+    """MongoDB or Redis unreachable, refusing or too slow: 503 with a short Retry-After, never a 500 or a hang."""
+    detail = dependency_problem(error)
+    if detail is None:
+        return handle_unexpected(error)
+    log.warning("dependency failed: %s (%s)", detail, error.__class__.__name__)
+    return handle_api_error(ServiceUnavailable(detail))
+
+
+def dependency_problem(error: Exception) -> str | None:
+    """What to tell the client about a MongoDB or Redis failure; None for a programming error."""
+    if isinstance(error, redis.exceptions.RedisError):
+        if isinstance(error, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+            return "Redis is unavailable; retry shortly."
+        # A refusal inside a Lua script arrives as a script error that quotes it.
+        if isinstance(error, redis.exceptions.OutOfMemoryError) or "OOM " in str(error):
+            return "Redis is out of memory and refused the write; nothing was changed. Retry shortly."
+        if isinstance(error, redis.exceptions.ReadOnlyError) or "READONLY " in str(error):
+            return "Redis is read-only (a failover may be in progress); nothing was changed. Retry shortly."
+        return "Redis refused the request; nothing was changed. Retry shortly."
+    if isinstance(error, pymongo.errors.PyMongoError):
+        if getattr(error, "timeout", False):
+            return "MongoDB did not answer in time; retry shortly."
+        if isinstance(error, pymongo.errors.ConnectionFailure):
+            return "MongoDB is unavailable; retry shortly."
+    return None
 
 
 def handle_unexpected(error: Exception) -> Response:
@@ -193,16 +215,19 @@ def handle_unexpected(error: Exception) -> Response:
     return problem(500, DETAILS[500])
 
 
+# Every Redis failure (down, timeout, out of memory, read-only replica) and MongoDB's
+# connection and timeout failures answer 503; other MongoDB errors are bugs (500).
 DEPENDENCY_ERRORS: tuple[type[Exception], ...] = (
     pymongo.errors.ConnectionFailure,  # includes ServerSelectionTimeoutError, AutoReconnect, NetworkTimeout
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
+    pymongo.errors.ExecutionTimeout,  # maxTimeMS, sent by the request's time budget
+    pymongo.errors.WTimeoutError,
+    redis.exceptions.RedisError,
 )
 
 
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(ApiError, handle_api_error)
-    for error_class in DEPENDENCY_ERRORS:
-        app.register_error_handler(error_class, handle_dependency_down)
+    app.register_error_handler(pymongo.errors.PyMongoError, handle_dependency_down)
+    app.register_error_handler(redis.exceptions.RedisError, handle_dependency_down)
     app.register_error_handler(Exception, handle_unexpected)

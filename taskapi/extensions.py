@@ -77,6 +77,7 @@ def init_mongo(app: Flask) -> None:
         uuidRepresentation="standard",
         serverSelectionTimeoutMS=timeout,
         connectTimeoutMS=timeout,
+        # Outside requests (commands, migrations, the worker); a request has its own budget.
         socketTimeoutMS=max(timeout * 5, 10_000),
         appname="taskapi",
     )
@@ -101,3 +102,20 @@ def init_redis(app: Flask) -> None:
 
 def get_redis() -> redis.Redis:
     return current_app.extensions["redis"]
+
+
+def redis_eviction_warning(url: str, cache_url: str) -> str | None:
+    """Why this Redis is unsafe for revocation state, or None (also when it cannot be asked:
+    managed services often forbid CONFIG)."""
+    if url == cache_url:
+        return ("REDIS_URL and CACHE_REDIS_URL name the same Redis: cache data can crowd out "
+                "revocation state; give the cache a Redis of its own")
+    try:
+        policy = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1).config_get(
+            "maxmemory-policy").get("maxmemory-policy")
+    except redis.RedisError:
+        return None
+    if policy and policy != "noeviction":
+        return (f"REDIS_URL's Redis has maxmemory-policy {policy}: it may evict sessions and "
+                "revocations under memory pressure; set it to noeviction")
+    return None

@@ -1,7 +1,8 @@
 """Rate limits (flask-limiter on Redis, shared by every worker and instance).
 
-Keys: the user id when the request carries a validly signed token (checked here by
-signature only: a forged `sub` cannot spend someone else's budget), else the client IP as
+Keys: the user id when the request carries a token that verified completely (signature,
+expiry and revocation, once per request: a forged or old token cannot spend someone else's
+budget), else the client IP as
 ProxyFix resolved it from TRUSTED_PROXY_COUNT hops (a client cannot spoof it). Login is
 limited per IP and per IP + email, registration per IP, a password change per IP and per
 account; every identity also has one overall budget (RATELIMIT_DEFAULT).
@@ -16,7 +17,7 @@ import hashlib
 from flask import Flask, current_app, g, request
 from flask_limiter import Limiter
 
-from taskapi.security import PREFIX, signed_subject
+from taskapi.security import PREFIX, verified_subject
 
 
 def client_ip() -> str:
@@ -24,10 +25,10 @@ def client_ip() -> str:
 
 
 def identity() -> str:
-    """`user:<id>` for a token signed with our key, else `ip:<client ip>` (bad tokens count there)."""
+    """`user:<id>` for a token that verified completely (signature, expiry, revocation), else
+    `ip:<client ip>`: a forged, expired or logged-out token spends its sender's budget."""
     if "limit_identity" not in g:
-        header = request.headers.get("Authorization", "")
-        subject = signed_subject(header[7:]) if header.startswith("Bearer ") else None
+        subject = verified_subject()
         g.limit_identity = f"user:{subject}" if subject else f"ip:{client_ip()}"
     return g.limit_identity
 

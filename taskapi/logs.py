@@ -25,17 +25,25 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+def redact(text: str) -> str:
+    return SECRET_RE.sub("[redacted]", text)
+
+
 class RedactFilter(logging.Filter):
-    """Scrub token-shaped strings from messages, arguments and tracebacks."""
+    """Scrub token-shaped strings from messages, arguments, tracebacks and every extra field
+    (a token pasted into a URL path ends up in `path`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if SECRET_RE.search(message):
-            record.msg, record.args = SECRET_RE.sub("[redacted]", message), None
+            record.msg, record.args = redact(message), None
         if record.exc_text:
-            record.exc_text = SECRET_RE.sub("[redacted]", record.exc_text)
+            record.exc_text = redact(record.exc_text)
+        fields = getattr(record, "fields", None)
+        if fields:
+            record.fields = {name: redact(value) if isinstance(value, str) else value for name, value in fields.items()}
         return True
 
 

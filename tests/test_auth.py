@@ -133,6 +133,18 @@ def b64(data: dict) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
 
+def last_char_variant(token: str) -> str:
+    """The signature with its last character's unused low bits set: it decodes to the same bytes."""
+    head, payload, signature = token.split(".")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    unused = {2: 4, 3: 2}[len(signature) % 4]  # bits of the last character that carry nothing
+    last = alphabet.index(signature[-1])
+    variant = signature[:-1] + alphabet[last | ((1 << unused) - 1)]
+    assert variant != signature and base64.urlsafe_b64decode(variant + "=" * (-len(variant) % 4)) == \
+        base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+    return f"{head}.{payload}.{variant}"
+
+
 def test_valid_access_token_works(client, user_tokens):
     assert client.get(ME, headers=bearer(user_tokens["access_token"])).get_json()["email"] == "ada@example.com"
 
@@ -159,10 +171,16 @@ def test_valid_access_token_works(client, user_tokens):
         lambda app, t: bearer(forge(app, t["access_token"], sid=None, gen=None)),  # not one of our sessions
         lambda app, t: bearer(forge(app, t["access_token"], sid=uuid.uuid4().hex)),  # unknown session
         lambda app, t: bearer(forge(app, t["access_token"], gen=1)),  # another generation
+        lambda app, t: bearer(t["access_token"] + "="),  # padded signature
+        lambda app, t: bearer(t["access_token"] + "A"),  # trailing junk in the signature
+        lambda app, t: bearer(last_char_variant(t["access_token"])),  # same bytes, another spelling
+        lambda app, t: bearer(t["access_token"].replace(".", "=.", 1)),  # padded header
+        lambda app, t: bearer(forge(app, t["access_token"], aud="someone-else")),
     ],
     ids=["none", "empty", "bearer-only", "garbage", "basic", "stripped-signature", "alg-none", "wrong-key",
          "hs512", "expired", "future-nbf", "wrong-issuer", "bad-signature", "refresh-as-access", "no-session",
-         "unknown-session", "wrong-generation"],
+         "unknown-session", "wrong-generation", "padded-signature", "signature-junk", "signature-variant",
+         "padded-header", "wrong-audience"],
 )
 def test_bad_tokens_are_401_problem(app, client, user_tokens, make_header):
     body = assert_unauthorized(client.get(ME, headers=make_header(app, user_tokens)))
@@ -340,15 +358,20 @@ def test_admin_get_and_patch(client, admin_tokens, user_tokens):
         assert_problem(client.patch(f"/api/v1/users/{user_id}", json=payload, headers=headers), 422)
 
 
-def test_demotion_applies_on_the_next_request(client, admin_tokens):
+def test_role_changes_apply_on_the_next_request(client, admin_tokens):
+    """Tokens carry the role, so a role change revokes the tokens that carry the old one."""
     headers = bearer(admin_tokens["access_token"])
     register(client, "second@example.com")
     second = login(client, "second@example.com")
     second_id = client.get(ME, headers=bearer(second["access_token"])).get_json()["id"]
-    client.patch(f"/api/v1/users/{second_id}", json={"role": "admin"}, headers=headers)
-    assert client.get("/api/v1/users", headers=bearer(second["access_token"])).status_code == 200
+    assert client.patch(f"/api/v1/users/{second_id}", json={"role": "admin"}, headers=headers).status_code == 200
+    assert_unauthorized(client.get("/api/v1/users", headers=bearer(second["access_token"])))
+    assert_unauthorized(client.post("/api/v1/auth/refresh", headers=bearer(second["refresh_token"])))
+    promoted = login(client, "second@example.com")
+    assert client.get("/api/v1/users", headers=bearer(promoted["access_token"])).status_code == 200
     client.patch(f"/api/v1/users/{second_id}", json={"role": "user"}, headers=headers)
-    assert_problem(client.get("/api/v1/users", headers=bearer(second["access_token"])), 403)
+    assert_unauthorized(client.get("/api/v1/users", headers=bearer(promoted["access_token"])))
+    assert_problem(client.get("/api/v1/users", headers=bearer(login(client, "second@example.com")["access_token"])), 403)
 
 
 def test_admin_cannot_demote_or_deactivate_self(client, admin_tokens):

@@ -18,17 +18,19 @@ from tests.servers import descendants, wait_gone, wait_http
 
 
 def start_runner(var_dir, ports):
-    env = {k: v for k, v in os.environ.items() if k not in {"MONGODB_URI", "REDIS_URL", "JWT_SECRET_KEY"}}
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"MONGODB_URI", "REDIS_URL", "CACHE_REDIS_URL", "JWT_SECRET_KEY"}}
     env.update(TASKAPI_ENV="development", TASKAPI_VAR_DIR=str(var_dir), WORKERS="2",
                EMBEDDED_MONGODB_PORT=str(ports["mongo"]), EMBEDDED_REDIS_PORT=str(ports["redis"]),
-               PORT=str(ports["http"]))
+               EMBEDDED_CACHE_REDIS_PORT=str(ports["cache"]), PORT=str(ports["http"]))
     return subprocess.Popen([sys.executable, "-m", "taskapi.devserver"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 @pytest.fixture
 def ports():
-    return {"mongo": devserver.free_port(), "redis": devserver.free_port(), "http": devserver.free_port()}
+    return {"mongo": devserver.free_port(), "redis": devserver.free_port(), "cache": devserver.free_port(),
+            "http": devserver.free_port()}
 
 
 def test_runner_serves_stops_cleanly_and_keeps_data(tmp_path, ports):
@@ -38,7 +40,7 @@ def test_runner_serves_stops_cleanly_and_keeps_data(tmp_path, ports):
         wait_http(base + "/readyz", runner, timeout=60)
         assert requests.get(base + "/healthz", timeout=5).json() == {"status": "ok"}
         children = descendants(runner.pid)
-        assert len(children) >= 5  # SecantusDB, Redis, gunicorn master and 2 workers
+        assert len(children) >= 6  # SecantusDB, two Redis, gunicorn master and 2 workers
         with pymongo.MongoClient(devserver.mongo_uri(ports["mongo"])) as client:
             client.taskapi.notes.insert_one({"_id": "kept", "text": "survives a restart"})
     finally:
@@ -46,7 +48,7 @@ def test_runner_serves_stops_cleanly_and_keeps_data(tmp_path, ports):
         output = runner.communicate(timeout=40)[0]
     assert runner.returncode == 0, output
     assert wait_gone(children) == set(), f"left behind: {children}\n{output}"
-    assert "stopped gunicorn, Redis, SecantusDB" in output
+    assert "stopped gunicorn, cache Redis, Redis, SecantusDB" in output
     assert (tmp_path / "jwt_secret").exists() and (tmp_path / "db").is_dir()
 
     again = start_runner(tmp_path, ports)

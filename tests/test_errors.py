@@ -93,6 +93,22 @@ def test_bad_json_bodies_are_400(probe, raw):
     assert_problem(response, 400)
 
 
+@pytest.mark.parametrize(
+    "raw, plain",
+    [
+        (b'{"n": ' + b"9" * 5000 + b"}", "a number has too many digits"),
+        ("\ufeff{}".encode(), "byte order mark"),
+        (b'{"a": 1,}', "a member name in double quotes was expected (line 1, column 9)"),
+        (b'{"a": 1} 2', "more than one JSON value"),
+    ],
+)
+def test_parser_errors_are_plain_words(probe, raw, plain):
+    detail = assert_problem(probe.post("/_probe/echo", data=raw, content_type="application/json"), 400)["detail"]
+    assert plain in detail
+    for internal in ("sys.", "set_int_max_str_digits", "utf-8-sig", "Expecting", "char "):
+        assert internal not in detail
+
+
 def test_missing_body_on_json_route_is_400(probe):
     assert_problem(probe.post("/_probe/echo"), 400)
 

@@ -37,6 +37,20 @@ def test_json_request_log_has_the_fields_and_no_secrets(make_app, capsys):
     assert isinstance(get_one["duration_ms"], float) and get_one["level"] == "INFO"
 
 
+def test_a_token_in_the_url_path_is_redacted_from_every_field(make_app, capsys):
+    client = make_app(LOG_FORMAT="json", LOG_LEVEL="INFO").test_client()
+    register(client, "path@example.com")
+    token = login(client, "path@example.com")["access_token"]
+    capsys.readouterr()
+    client.get(f"/api/v1/tasks/{token}", headers=bearer(token))
+    client.get(f"/Bearer%20{token}")
+    err = capsys.readouterr().err
+    assert token not in err and token.split(".")[1] not in err
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert [line["path"] for line in lines if line["logger"] == "taskapi.request"] == \
+           ["/api/v1/tasks/[redacted]", "/[redacted]"]
+
+
 def test_text_log_in_development_is_readable(make_app, capsys):
     client = make_app(LOG_FORMAT="text", LOG_LEVEL="INFO").test_client()
     client.get("/healthz", headers={"X-Request-ID": "dev-1"})

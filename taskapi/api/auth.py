@@ -37,7 +37,7 @@ def register(body):
 def login(body):
     """Exchange credentials for an access token (15 min) and a refresh token (30 days)."""
     user, generation = auth.authenticate(**body)
-    return security.issue_session(str(user.id), generation)
+    return security.issue_session(str(user.id), generation, user.role)
 
 
 @blp.route("/refresh", methods=["POST"])
@@ -45,7 +45,7 @@ def login(body):
 @blp.response(200, TokenPairSchema())
 def refresh():
     """Rotate: the presented refresh token stops working; presenting it again revokes the session."""
-    return security.rotate_session()
+    return auth.refresh(security.current_claims())
 
 
 @blp.route("/logout", methods=["POST"])
@@ -61,7 +61,7 @@ def logout():
 @blp.response(204)
 def logout_all():
     """Revoke every token of the caller issued before now (all devices)."""
-    security.revoke_all_tokens(current_user_id())
+    auth.logout_all(user_id=current_user_id())
 
 
 @blp.route("/me", methods=["GET"])

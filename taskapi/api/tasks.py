@@ -8,7 +8,7 @@ from taskapi.schemas.tasks import TaskInputSchema, TaskPageSchema, TaskPatchSche
 from taskapi.security import current_user_id
 from taskapi.services import idempotency
 from taskapi.services import tasks as service
-from taskapi.services.cache import cache_first
+from taskapi.services.cache import cached
 from taskapi.services.paging import next_link
 from taskapi.web import Blueprint
 
@@ -76,8 +76,8 @@ def _created(task):
 
 @blp.route("", methods=["GET"])
 @blp.auth_required()
-@cache_first("tasks")
 @blp.arguments(TaskQuerySchema(), location="query")
+@cached("tasks")
 @blp.response(200, TaskPageSchema(), headers={"Link": {"description": 'rel="next" page', "schema": {"type": "string"}},
                                             "X-Cache": {"description": "HIT or MISS", "schema": {"type": "string"}}})
 def list_tasks(query):

@@ -40,8 +40,10 @@ def get_user(user_id):
 @blp.response(200, UserSchema())
 @blp.problem(403, "The caller is not an admin.")
 @blp.problem(404, "No user with this id.")
-@blp.problem(409, "Admins cannot demote or deactivate themselves.")
+@blp.problem(409, "Admins cannot demote or deactivate themselves, nor the last active admin.")
 def update_user(body, user_id):
-    """Change a user's role or active flag; deactivation revokes all their tokens at once."""
-    actor = require_admin()
-    return users.update_user(actor=actor, user_id=user_id, **body)
+    """Change a user's role or active flag; either change revokes all their tokens at once.
+
+    The last active admin can be neither demoted nor deactivated (409)."""
+    actor_id = require_admin()
+    return users.update_user(actor_id=actor_id, user_id=user_id, **body)

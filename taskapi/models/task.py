@@ -68,3 +68,12 @@ class Task(Document):
         "auto_create_index": False,
         "auto_create_index_on_save": False,
     }
+
+
+class TaskCount(Document):
+    """How many tasks an owner has: the quota's counter (TASKS_MAX_PER_USER), one $inc per write."""
+
+    id = ObjectIdField(primary_key=True)  # the owner
+    n = IntField(required=True, default=0)
+
+    meta = {"collection": "task_counts", "auto_create_index": False, "auto_create_index_on_save": False}

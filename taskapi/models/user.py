@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from mongoengine import BooleanField, DateTimeField, Document, StringField
+from mongoengine import BooleanField, DateTimeField, Document, IntField, StringField
 
 ROLES = ("user", "admin")
 
@@ -19,6 +19,10 @@ class User(Document):
     password_hash = StringField(required=True)
     role = StringField(required=True, choices=ROLES, default="user")
     active = BooleanField(required=True, default=True)
+    # The durable token generation: tokens carry the generation they were issued in, and
+    # logout-all, a password change, a role change and deactivation raise it. Redis keeps
+    # a mirror (read on every request); this copy survives the loss of that mirror.
+    token_gen = IntField(required=True, default=0, min_value=0)
     created_at = DateTimeField(required=True, default=utcnow)
     updated_at = DateTimeField(required=True, default=utcnow)
 

@@ -1,6 +1,7 @@
 """Schemas shared by every blueprint: the problem envelope and the probes."""
 
 import re
+import unicodedata
 
 from marshmallow import Schema, ValidationError, fields, validate
 
@@ -49,7 +50,26 @@ SPACES = " \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
 STRIP_CHARS = "".join(chr(c) for c in [0x20, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029, 0x202F, 0x205F,
                                       0x3000, 0xFEFF])
 NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
-VISIBLE_NO_CONTROL = rf"^[^\x00-\x1f\x7f]*[^\x00-\x1f\x7f{SPACES}][^\x00-\x1f\x7f]*$"
+
+
+def _invisible_class() -> str:
+    """The characters of the Basic Multilingual Plane that show nothing on their own: controls,
+    white space, format characters (U+200B, U+2060, U+00AD, U+202E, ...), the Hangul and braille
+    fillers, variation selectors and the combining grapheme joiner; as a regex class body."""
+    fillers = {0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180E, 0x2800, 0x3164, 0xFFA0, *range(0xFE00, 0xFE10)}
+    invisible = [c for c in range(0x10000) if 0xD800 > c or c > 0xDFFF
+                 if unicodedata.category(chr(c)) in {"Cc", "Cf", "Zs", "Zl", "Zp"} or c in fillers]
+    ranges, start = [], invisible[0]
+    for previous, current in zip(invisible, invisible[1:] + [None]):
+        if current != previous + 1:
+            ranges.append(f"\\u{start:04x}" + (f"-\\u{previous:04x}" if previous != start else ""))
+            start = current
+    return "".join(ranges)
+
+
+INVISIBLE = _invisible_class()
+# At least one visible character, and no control characters anywhere.
+VISIBLE_NO_CONTROL = rf"^[^\x00-\x1f\x7f]*[^{INVISIBLE}][^\x00-\x1f\x7f]*$"
 
 
 class Text(fields.String):

@@ -9,7 +9,7 @@ from mongoengine.errors import NotUniqueError
 from taskapi import security
 from taskapi.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from taskapi.models.user import User, utcnow
-from taskapi.security import current_user_id
+from taskapi.security import current_claims, current_user_id
 
 BAD_CREDENTIALS = "The email or password is incorrect."
 
@@ -44,17 +44,49 @@ def authenticate(*, email: str, password: str) -> tuple[User, int]:
     if user is None:
         security.burn_verify_time(password)
         raise Unauthorized(BAD_CREDENTIALS, error=None)
-    generation = security.token_generation(str(user.id))
+    generation = security.token_generation(str(user.id), user.token_gen)
     if not security.verify_password(user.password_hash, password) or not user.active:
         raise Unauthorized(BAD_CREDENTIALS, error=None)
-    now = User.objects(id=user.id).only("password_hash", "active").first()
-    if now is None or now.password_hash != user.password_hash or not now.active:
+    now = User.objects(id=user.id).only("password_hash", "active", "token_gen", "role").first()
+    if now is None or now.password_hash != user.password_hash or not now.active or now.token_gen > generation:
         raise Unauthorized(BAD_CREDENTIALS, error=None)
     if security.needs_rehash(user.password_hash):
         # Parameters changed since this hash was made: upgrade it while we hold the password.
         User.objects(id=user.id, password_hash=user.password_hash).update_one(
             set__password_hash=security.hash_password(password))
     return user, generation
+
+
+def refresh(claims: dict) -> dict:
+    """Rotate the session, after reading the account again: a deleted, deactivated or revoked
+    account cannot refresh, even if its Redis state was lost."""
+    user = User.objects(id=parse_id_or_401(claims["sub"])).only("active", "token_gen", "role").first()
+    if user is None or not user.active or user.token_gen > claims["gen"]:
+        security.end_session(claims["sid"])
+        raise Unauthorized("The token's account is not available.")
+    security.token_generation(claims["sub"], user.token_gen)  # restore a lost mirror before rotating
+    return security.rotate_session(role=user.role)
+
+
+def revoke_and_update(user_id: ObjectId, durable_generation: int, **changes) -> int:
+    """Revoke every token of the user, then store `changes` with the new generation.
+
+    Revocation first: if Redis refuses, the RedisError (503) leaves everything as it was; if
+    MongoDB then fails, the tokens are revoked and the change is not stored (stronger than
+    the write, never weaker). Returns the new generation.
+    """
+    generation = security.revoke_all_tokens(str(user_id), durable_generation)
+    User.objects(id=user_id).update_one(__raw__={"$set": {**changes, "updated_at": utcnow()},
+                                                 "$max": {"token_gen": generation}})
+    return generation
+
+
+def logout_all(*, user_id: str) -> None:
+    """Every token of the user, on every device, stops working now."""
+    user = User.objects(id=parse_id_or_401(user_id)).only("token_gen").first()
+    if user is None:
+        raise Unauthorized("The token's account is not available.")
+    revoke_and_update(user.id, user.token_gen)
 
 
 def current_user() -> User:
@@ -72,12 +104,12 @@ def parse_id_or_401(value: str) -> ObjectId:
         raise Unauthorized("The token is invalid.") from None
 
 
-def require_admin() -> User:
-    """Admin routes read the role from the database, so a demotion applies at once."""
-    user = current_user()
-    if user.role != "admin":
+def require_admin() -> str:
+    """The caller's id if their token says admin. Tokens carry the role, and a role change
+    revokes every token of that user, so a demotion applies on the next request."""
+    if current_claims().get("role") != "admin":
         raise Forbidden("This requires the admin role.")
-    return user
+    return current_user_id()
 
 
 def update_profile(*, user: User, name: str) -> User:
@@ -88,11 +120,9 @@ def update_profile(*, user: User, name: str) -> User:
 
 
 def change_password(*, user: User, current_password: str, new_password: str) -> None:
-    """Verify, store the new hash, then revoke every token of the user (this one included)."""
+    """Verify, revoke every token of the user (this one included), then store the new hash."""
     if not security.verify_password(user.password_hash, current_password):
         raise ValidationFailed(errors={"current_password": ["The current password is incorrect."]})
     if current_password == new_password:
         raise ValidationFailed(errors={"new_password": ["The new password must differ from the current one."]})
-    User.objects(id=user.id).update_one(
-        set__password_hash=security.hash_password(new_password), set__updated_at=utcnow())
-    security.revoke_all_tokens(str(user.id))
+    revoke_and_update(user.id, user.token_gen, password_hash=security.hash_password(new_password))

@@ -1,10 +1,22 @@
-"""Read-your-writes response cache for task lists and stats (flask-caching, Redis backend).
+"""Read-your-writes response cache for task lists and stats, in a Redis of its own.
 
-Keys: taskapi:cache:{kind}:{uid}:{generation}:{digest of the normalised query}. The
-generation is `taskapi:cgen:{uid}` in the main Redis; every successful task write bumps it,
-so a user's next read, on any worker, misses the old entries (which expire by TTL). The
-generation is fetched in the same pipelined round trip as the token's revocation check.
-Global (admin) stats are keyed without a user and are stale by at most the TTL.
+Values are JSON bytes, never pickles: whoever can write to the cache's Redis can at most
+make a client see a wrong page, never run code here.
+
+One Redis hash per user, `taskapi:cache:{uid}`, holds all of that user's entries:
+  #gen                   the cache generation the entries were computed in
+  #bytes                 the size of the entries
+  {kind}:{digest}        one response: the digest is of the *validated* query, so equivalent
+                         query strings (`limit=100&limit=5`, `tag=Home`, `tag=home`) share it
+The generation is `taskapi:cgen:{uid}` in the main Redis; every successful task write
+increments it, and it is read in the same round trip as the token check. A read hits only
+when the hash's #gen is the caller's. A store into a hash of an older generation starts it
+afresh; a store computed in an older generation (a read that raced a write) is dropped, so a
+client always reads its own writes. A hash holds at most CACHE_MAX_ENTRIES_PER_USER entries
+and CACHE_MAX_BYTES_PER_USER bytes (a store past either starts it afresh) and lives
+CACHE_TTL_SECONDS from its start: one user can neither grow the cache without bound nor evict
+other users' entries. Global (admin) stats live in `taskapi:cache:global`, stale by at most
+the TTL.
 
 The cache is an optimisation: if its Redis fails, reads go to MongoDB, and for a few seconds
 this process does not try the cache again (no timeout paid on every request).
@@ -16,29 +28,55 @@ import functools
 import hashlib
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 import redis
-from flask import Flask, current_app, g, request
-from flask_caching import Cache
+from flask import Flask, Response, current_app, g
 
 from taskapi.extensions import get_redis
 from taskapi.security import PREFIX, current_user_id, key_cache_generation
 
 log = logging.getLogger("taskapi.cache")
-cache = Cache()
+GLOBAL = "global"
+KEPT_HEADERS = ("Link",)
+
+# KEYS[1] the bucket; ARGV: generation, field, value, max entries, max bytes, ttl seconds.
+STORE_SCRIPT = """
+local gen = tonumber(ARGV[1])
+local size = string.len(ARGV[3])
+if size > tonumber(ARGV[5]) then return 0 end
+local current = tonumber(redis.call('HGET', KEYS[1], '#gen') or '-1')
+if current > gen then return 0 end
+local fresh = current < gen
+if not fresh and redis.call('HEXISTS', KEYS[1], ARGV[2]) == 0 then
+  local entries = redis.call('HLEN', KEYS[1]) - 2
+  local bytes = tonumber(redis.call('HGET', KEYS[1], '#bytes') or '0')
+  if entries + 1 > tonumber(ARGV[4]) or bytes + size > tonumber(ARGV[5]) then fresh = true end
+end
+if fresh then
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], '#gen', gen, '#bytes', 0)
+  redis.call('EXPIRE', KEYS[1], ARGV[6])
+end
+local old = redis.call('HSTRLEN', KEYS[1], ARGV[2])
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+redis.call('HINCRBY', KEYS[1], '#bytes', size - old)
+return 1
+"""
 
 
 def init_cache(app: Flask) -> None:
+    """The cache's own Redis client (CACHE_REDIS_URL), with the store script registered on it."""
     timeout = app.config["REDIS_TIMEOUT_SECONDS"]
-    cache.init_app(app, config={
-        "CACHE_TYPE": "RedisCache",
-        "CACHE_REDIS_URL": app.config["CACHE_REDIS_URL"],
-        "CACHE_DEFAULT_TIMEOUT": app.config["CACHE_TTL_SECONDS"],
-        "CACHE_KEY_PREFIX": f"{PREFIX}cache:",
-        "CACHE_OPTIONS": {"socket_timeout": timeout, "socket_connect_timeout": timeout},
-    })
+    client = redis.Redis.from_url(app.config["CACHE_REDIS_URL"], socket_timeout=timeout,
+                                  socket_connect_timeout=timeout, health_check_interval=30)
+    app.extensions["cache_redis"] = client
+    app.extensions["cache_store"] = client.register_script(STORE_SCRIPT)
+
+
+def bucket_key(owner: str | None) -> str:
+    return f"{PREFIX}cache:{owner or GLOBAL}"
 
 
 def generation(user_id: str) -> int:
@@ -51,21 +89,30 @@ def generation(user_id: str) -> int:
 def bump(user_id: str) -> None:
     """After a successful write: the user's cached reads are stale from now on.
 
-    Best effort: the write has happened and must be reported as such. If Redis fails right
-    here, every authenticated request fails closed until it is back.
+    Best effort: the write has happened and must be reported as such. If the main Redis
+    refuses the increment (at its memory limit, say), the user's entries are deleted from the
+    cache's own Redis instead, so the next read is fresh all the same.
     """
     try:
         get_redis().incr(key_cache_generation(user_id))
     except redis.RedisError as exc:
-        log.error("cache generation not bumped for user %s (%s)", user_id, exc.__class__.__name__)
+        log.error("cache generation not bumped for user %s (%s); dropping their entries", user_id,
+                  exc.__class__.__name__)
+        try:
+            forget(user_id)
+        except redis.RedisError:
+            _trip(exc)
     g.pop("cache_generation", None)
 
 
-def make_key(kind: str, owner: str | None, query: dict[str, Any]) -> str:
+def forget(owner: str) -> None:
+    """Drop a user's cached entries (account erasure)."""
+    current_app.extensions["cache_redis"].delete(bucket_key(owner))
+
+
+def field(kind: str, query: dict[str, Any]) -> str:
     digest = hashlib.sha256(orjson.dumps(query, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()[:32]
-    if owner is None:
-        return f"{kind}:global:{digest}"
-    return f"{kind}:{owner}:{generation(owner)}:{digest}"
+    return f"{kind}:{digest}"
 
 
 def enabled() -> bool:
@@ -73,21 +120,38 @@ def enabled() -> bool:
     return current_app.config["CACHE_TTL_SECONDS"] > 0 and time.monotonic() >= skip_until
 
 
-def get(key: str) -> Any:
+def lookup(owner: str | None, name: str) -> tuple[bytes, dict[str, str]] | None:
+    """A stored response (body, headers) of the caller's generation, or None."""
     if not enabled():
         return None
     try:
-        return cache.get(key)
+        stored_gen, value = current_app.extensions["cache_redis"].hmget(bucket_key(owner), ["#gen", name])
     except redis.RedisError as exc:
         _trip(exc)
         return None
+    if value is None or int(stored_gen or -1) != (generation(owner) if owner else 0):
+        return None
+    head, _, body = value.partition(b"\n")
+    try:
+        headers = orjson.loads(head)
+        if not isinstance(headers, dict) or not body:
+            raise ValueError("not an entry")
+    except ValueError:  # orjson.JSONDecodeError too: not something this module stored
+        log.warning("cache entry %s of %s is not ours; ignored", name, owner or GLOBAL)
+        return None
+    return body, headers
 
 
-def put(key: str, value: Any) -> None:
+def store(owner: str | None, name: str, body: bytes, headers: dict[str, str]) -> None:
     if not enabled():
         return
+    config = current_app.config
+    value = orjson.dumps(headers) + b"\n" + body
     try:
-        cache.set(key, value)
+        current_app.extensions["cache_store"](
+            keys=[bucket_key(owner)],
+            args=[generation(owner) if owner else 0, name, value, config["CACHE_MAX_ENTRIES_PER_USER"],
+                  config["CACHE_MAX_BYTES_PER_USER"], config["CACHE_TTL_SECONDS"]])
     except redis.RedisError as exc:
         _trip(exc)
 
@@ -98,50 +162,36 @@ def _trip(exc: Exception) -> None:
     log.warning("cache unavailable (%s); reading from MongoDB for %s s", exc.__class__.__name__, pause)
 
 
-def cached_json(kind: str, owner: str | None, query: dict[str, Any], compute):
-    """A JSON response from the cache, or computed (a dumped dict) and cached; `X-Cache` says which."""
-    key = make_key(kind, owner, query)
-    body = get(key)
-    if body is not None:
-        return json_response(body, "HIT")
-    body = orjson.dumps(compute())
-    put(key, body)
-    return json_response(body, "MISS")
-
-
-def json_response(body: bytes, state: str, headers: dict[str, str] | None = None):
-    """A JSON response from (cached) bytes, with `X-Cache: HIT|MISS`."""
-    response = current_app.response_class(body, mimetype="application/json")
-    response.headers.update(headers or {})
-    response.headers["X-Cache"] = state
-    return response
-
-
-def cache_first(kind: str):
-    """A view decorator (below the token check, above argument parsing): answer from the cache
-    before anything is parsed; on a miss, run the view and cache its 200 answer.
-
-    The key is the user, their generation and the sorted raw query arguments: the same raw
-    arguments always parse to the same query, and only successful answers are stored, so a
-    hit never skips a validation that would have failed.
+def cached(kind: str, *, shared: Callable[[dict[str, Any]], bool] = lambda query: False):
+    """A view decorator, between argument parsing and the response schema: answer from the
+    cache keyed on the caller and the validated query; on a miss, run the view and store its
+    200 answer. `X-Cache: HIT|MISS` says which. `shared(query)` marks answers that are the
+    same for every caller allowed to ask (global stats): the view's guards run before this.
     """
     def decorator(view):
         @functools.wraps(view)
-        def wrapper(*args, **kwargs):
-            # Sorted by name only: a repeated parameter keeps its order (webargs reads the first).
-            raw = sorted(request.args.items(multi=True), key=lambda item: item[0])
-            key = make_key(kind, current_user_id(), {"args": raw})
-            hit = get(key)
+        def wrapper(query, *args, **kwargs):
+            owner = None if shared(query) else current_user_id()
+            name = field(kind, query)
+            hit = lookup(owner, name)
             if hit is not None:
-                body, extra = hit
-                return json_response(body, "HIT", extra)
-            response = current_app.make_response(view(*args, **kwargs))
+                body, headers = hit
+                return json_response(body, "HIT", headers)
+            response: Response = current_app.make_response(view(query, *args, **kwargs))
             if response.status_code == 200:
-                extra = {name: response.headers[name] for name in ("Link",) if name in response.headers}
-                put(key, (response.get_data(), extra))
+                store(owner, name, response.get_data(),
+                      {header: response.headers[header] for header in KEPT_HEADERS if header in response.headers})
             response.headers["X-Cache"] = "MISS"
             return response
 
         return wrapper
 
     return decorator
+
+
+def json_response(body: bytes, state: str, headers: dict[str, str] | None = None) -> Response:
+    """A JSON response from (cached) bytes, with `X-Cache: HIT|MISS`."""
+    response = current_app.response_class(body, mimetype="application/json")
+    response.headers.update(headers or {})
+    response.headers["X-Cache"] = state
+    return response

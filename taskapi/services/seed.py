@@ -12,6 +12,7 @@ from taskapi import security
 from taskapi.models.task import NO_DUE_EARLIEST, NO_DUE_LATEST, PRIORITY_RANK, Task
 from taskapi.models.user import User
 from taskapi.services import cache
+from taskapi.services.tasks import reserve_slots
 
 BATCH = 1000
 WORDS = ("review", "write", "call", "plan", "fix", "buy", "book", "send", "update", "clean", "prepare", "check")
@@ -66,11 +67,13 @@ def seed(*, users: int, tasks_per_user: int, password: str, email_pattern: str =
         for doc in task_documents(owner, tasks_per_user, now=now, rng=rng):
             batch.append(doc)
             if len(batch) == BATCH:
+                reserve_slots(owner, len(batch), enforce=False)
                 collection.insert_many(batch, ordered=False)
                 inserted += len(batch)
                 progress(len(batch))
                 batch = []
         if batch:
+            reserve_slots(owner, len(batch), enforce=False)
             collection.insert_many(batch, ordered=False)
             inserted += len(batch)
             progress(len(batch))

@@ -8,11 +8,12 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from bson import ObjectId
+from flask import current_app
 from pymongo import ReturnDocument
 
-from taskapi.errors import NotFound, PreconditionFailed, ServiceUnavailable, ValidationFailed
-from taskapi.models.task import NO_DUE_EARLIEST, NO_DUE_LATEST, PRIORITY_RANK, SORT_KEYS, Task, index_name
-from taskapi.services import cache
+from taskapi.errors import Conflict, NotFound, PreconditionFailed, ServiceUnavailable, ValidationFailed
+from taskapi.models.task import NO_DUE_EARLIEST, NO_DUE_LATEST, PRIORITY_RANK, SORT_KEYS, Task, TaskCount, index_name
+from taskapi.services import cache, idempotency
 from taskapi.services.auth import parse_object_id
 from taskapi.services.paging import decode_cursor, encode_cursor
 
@@ -36,13 +37,20 @@ def etag_for(version: int) -> str:
 
 
 class Precondition:
-    """An If-Match header: `*` or a list of strong tags; weak tags never match (RFC 9110 13.1.1)."""
+    """An If-Match header: `*` or a list of entity tags.
+
+    `W/"v3"` matches version 3 as `"v3"` does. RFC 9110 (13.1.1) asks for the strong
+    comparison here, but a proxy that compresses a response (the bundled Nginx with gzip)
+    must weaken its tag, and a client that read the task through it can only send back what
+    it got. Our tags name a version of the task, not a byte sequence, so the weak form says
+    the same thing; refusing it would make conditional updates impossible behind gzip.
+    """
 
     def __init__(self, etags) -> None:  # werkzeug.datastructures.ETags
         self.etags = etags
 
     def check(self, version: int) -> None:
-        if not (self.etags.star_tag or self.etags.contains(etag_for(version))):
+        if not (self.etags.star_tag or self.etags.contains_weak(etag_for(version))):
             raise PreconditionFailed()
 
 
@@ -66,13 +74,45 @@ def _derived(values: dict[str, Any], *, previous_status: str | None, previous_co
 # --- create / read ----------------------------------------------------------------------------
 
 def create_task(*, owner: str, data: dict[str, Any]) -> Task:
+    """A new task, within the owner's quota (TASKS_MAX_PER_USER; 409 beyond it)."""
     now = utcnow()
     values = {**DEFAULTS, **data}
     task = Task(owner=ObjectId(owner), created_at=now, updated_at=now, version=1,
                 **_derived(values, previous_status=None, previous_completed=None, now=now))
-    task.save(force_insert=True)
+    reserve_slots(owner, 1)
+    try:
+        task.save(force_insert=True)
+    except Exception:
+        release_slots(owner, 1)
+        raise
     cache.bump(owner)
     return task
+
+
+# --- quota -------------------------------------------------------------------------------------
+
+def reserve_slots(owner: str, count: int, *, enforce: bool = True) -> None:
+    """Count `count` more tasks for the owner (one atomic $inc on their counter document);
+    over TASKS_MAX_PER_USER the reservation is undone and the create refused with 409."""
+    quota = current_app.config["TASKS_MAX_PER_USER"]
+    counter = TaskCount._get_collection().find_one_and_update(
+        {"_id": ObjectId(owner)}, {"$inc": {"n": count}}, upsert=True, return_document=ReturnDocument.AFTER)
+    if enforce and quota and counter["n"] > quota:
+        release_slots(owner, count)
+        raise Conflict(f"You have reached the limit of {quota} tasks; delete some to add more.")
+
+
+def release_slots(owner: str, count: int) -> None:
+    TaskCount._get_collection().update_one({"_id": ObjectId(owner)}, {"$inc": {"n": -count}})
+
+
+def erase_owner_data(*, owner: str) -> dict[str, int]:
+    """Every task of the owner, their counter, idempotency records and cache entries."""
+    deleted = Task._get_collection().delete_many({"owner": ObjectId(owner)}).deleted_count
+    TaskCount._get_collection().delete_one({"_id": ObjectId(owner)})
+    idempotency.forget(user_id=owner)
+    cache.forget(owner)
+    return {"tasks": deleted}
 
 
 def get_task(*, owner: str, task_id: str) -> Task:
@@ -134,6 +174,7 @@ def delete_task(*, owner: str, task_id: str, precondition: Precondition | None =
     if collection.delete_one(query).deleted_count == 0:
         get_task(owner=owner, task_id=task_id)  # gone: 404
         raise PreconditionFailed()  # still there: it changed under the If-Match
+    release_slots(owner, 1)
     cache.bump(owner)
 
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+from datetime import timedelta
+
 from bson import ObjectId
 
 from taskapi import security
 from taskapi.errors import Conflict, NotFound
+from taskapi.extensions import get_db
 from taskapi.models.user import User, utcnow
-from taskapi.services.auth import parse_object_id
+from taskapi.services.auth import parse_object_id, revoke_and_update
+from taskapi.services.locks import LEASES, lease
+from taskapi.services.tasks import erase_owner_data
 from taskapi.services.paging import decode_cursor, encode_cursor
 
 CURSOR_SCOPE = "users"
@@ -37,31 +43,71 @@ def get_user(*, user_id: str) -> User:
     return user
 
 
-def update_user(*, actor: User, user_id: str, role: str | None = None, active: bool | None = None) -> User:
-    """Change role and/or active; deactivation revokes every token of that user at once."""
+def update_user(*, actor_id: str, user_id: str, role: str | None = None, active: bool | None = None) -> User:
+    """Change role and/or active.
+
+    A role change and a deactivation revoke every token of that user before they are stored
+    (tokens carry the role; see services/auth.revoke_and_update). The last active admin can be
+    neither demoted nor deactivated: admin changes that could remove one run under one lease,
+    so two admins demoting each other at once cannot both succeed.
+    """
     user = get_user(user_id=user_id)
-    if user.id == actor.id and (role not in (None, "admin") or active is False):
+    if str(user.id) == actor_id and (role not in (None, "admin") or active is False):
         raise Conflict("Admins cannot demote or deactivate themselves; ask another admin.")
-    changes = {}
-    if role is not None:
-        changes["set__role"] = user.role = role
-    if active is not None:
-        changes["set__active"] = user.active = active
-    if changes:
-        user.updated_at = changes["set__updated_at"] = utcnow()
-        User.objects(id=user.id).update_one(**changes)
-    if active is False:
-        security.revoke_all_tokens(str(user.id))
+    changes = {name: value for name, value in (("role", role), ("active", active))
+               if value is not None and value != getattr(user, name)}
+    if not changes:
+        return user
+    removes_admin = user.role == "admin" and user.active and (changes.get("role") == "user"
+                                                              or changes.get("active") is False)
+    with admin_guard() if removes_admin else nullcontext():
+        if removes_admin:
+            require_another_admin(user.id)
+        if "role" in changes or changes.get("active") is False:
+            revoke_and_update(user.id, user.token_gen, **changes)
+        else:  # re-activation: the old tokens stay dead, new logins work
+            User.objects(id=user.id).update_one(__raw__={"$set": {**changes, "updated_at": utcnow()}})
+    user.reload()
     return user
 
 
+def admin_guard():
+    """The lease under which a change that removes an admin checks that another one remains."""
+    return lease(get_db()[LEASES], "admins", hold=timedelta(seconds=10), wait_seconds=5,
+                 busy="Another change of admins is in progress; retry shortly.")
+
+
+def require_another_admin(user_id: ObjectId) -> None:
+    if not User.objects(id__ne=user_id, role="admin", active=True).only("id").first():
+        raise Conflict("This is the last active admin; promote another admin first.")
+
+
+def delete_user(*, user_id: str) -> dict[str, int]:
+    """Erasure: revoke every token first, then delete the user's data, then the account.
+
+    Safe to run again if it was interrupted (each step finds what is left).
+    """
+    user = get_user(user_id=user_id)
+    with admin_guard() if user.role == "admin" and user.active else nullcontext():
+        if user.role == "admin" and user.active:
+            require_another_admin(user.id)
+        revoke_and_update(user.id, user.token_gen, active=False)
+        removed = erase_owner_data(owner=str(user.id))
+        User.objects(id=user.id).delete()
+    return removed
+
+
 def create_admin(*, email: str, password: str) -> tuple[User, bool]:
-    """Create an admin, or promote (and re-activate) an existing account; returns (user, created)."""
+    """Create an admin, or promote (and re-activate) an existing account; returns (user, created).
+
+    A promotion revokes the account's tokens (they carry the old role); its next login is an admin's.
+    """
     user = User.objects(email=email).first()
     if user is None:
         user = User(email=email, role="admin", password_hash=security.hash_password(password))
         user.save(force_insert=True)
         return user, True
-    User.objects(id=user.id).update_one(set__role="admin", set__active=True, set__updated_at=utcnow())
+    if user.role != "admin" or not user.active:
+        revoke_and_update(user.id, user.token_gen, role="admin", active=True)
     user.reload()
     return user, False
