@@ -45,23 +45,36 @@ def test_dockerignore_keeps_secrets_and_junk_out():
     assert {".git", ".venv", "var", ".env", "tests"} <= ignored
 
 
-def test_compose_wires_mongo_redis_app_and_nginx():
+def test_compose_wires_mongo_two_redis_app_and_nginx():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"mongo", "redis", "app", "nginx"}
-    assert "--appendonly" in services["redis"]["command"] and "yes" in services["redis"]["command"]
+    assert set(services) == {"mongo", "redis", "cache", "app", "nginx"}
+    redis_cmd, cache_cmd = services["redis"]["command"], services["cache"]["command"]
+    assert redis_cmd[redis_cmd.index("--appendonly") + 1] == "yes"
+    assert redis_cmd[redis_cmd.index("--maxmemory-policy") + 1] == "noeviction"
+    assert cache_cmd[cache_cmd.index("--maxmemory-policy") + 1] == "allkeys-lru" and "--maxmemory" in cache_cmd
+    for command in (redis_cmd, cache_cmd):  # no anonymous access: the default user is off, one ACL user
+        assert " ".join(command).count("--user default off") == 1
+        password = next(arg for arg in command if arg.startswith(">"))
+        assert password.startswith(">${") and ":?" in password, "a password from the environment, no default"
     app = services["app"]
     assert set(app["environment"]) <= CONFIG_NAMES, set(app["environment"]) - CONFIG_NAMES
     assert app["environment"]["TASKAPI_ENV"] == "production" and app["environment"]["TRUSTED_PROXY_COUNT"] == "1"
     assert app["environment"]["MONGODB_URI"].startswith("mongodb://mongo:")
-    assert app["environment"]["REDIS_URL"].startswith("redis://redis:")
+    assert app["environment"]["REDIS_URL"].startswith("redis://taskapi:${REDIS_PASSWORD}@redis:")
+    assert app["environment"]["CACHE_REDIS_URL"].startswith("redis://taskapi:${CACHE_REDIS_PASSWORD}@cache:")
     assert "${JWT_SECRET_KEY:?" in app["environment"]["JWT_SECRET_KEY"], "no default secret"
-    assert "ports" not in app, "only Nginx is published"
     assert app["expose"] == ["8000"] and app["environment"]["PORT"] == "8000"
+    # Only Nginx is published; everything else is on the internal network only.
+    assert compose["networks"]["backend"]["internal"] is True
+    for name, service in services.items():
+        if name != "nginx":
+            assert "ports" not in service and service["networks"] == ["backend"], name
     nginx = services["nginx"]
+    assert set(nginx["networks"]) == {"edge", "backend"}
     assert "./nginx.conf:/etc/nginx/nginx.conf:ro" in nginx["volumes"]
     assert any(port.endswith(":80") for port in nginx["ports"])
-    assert "server app:8000;" in (ROOT / "nginx.conf").read_text()
+    assert "server app:8000" in (ROOT / "nginx.conf").read_text()
 
 
 def test_nginx_conf_matches_the_app():

@@ -17,7 +17,10 @@ blp = Blueprint("tasks", __name__, description="The caller's tasks. Other users'
 task_schema = TaskSchema()
 ETAG_HEADER = {"ETag": {"description": 'Entity tag of this version, e.g. "v3".', "schema": {"type": "string"}}}
 IF_MATCH = {"in": "header", "name": "If-Match", "required": False, "schema": {"type": "string"},
-            "description": 'Only act if the task is still at this ETag (412 otherwise); `*` matches any.'}
+            "description": 'Only act if the task is still at this ETag (412 otherwise); `*` matches any. '
+                           'The weak form (`W/"v3"`, what a compressing proxy hands out) matches too: '
+                           'tags name versions, not bytes (a deliberate departure from RFC 9110\'s strong '
+                           'comparison, so conditional updates work behind gzip).'}
 IF_NONE_MATCH = {"in": "header", "name": "If-None-Match", "required": False, "schema": {"type": "string"},
                  "description": "304 Not Modified if the task is still at this ETag."}
 IDEMPOTENCY_KEY = {"in": "header", "name": "Idempotency-Key", "required": False,
@@ -42,10 +45,13 @@ def task_response(task, status: int = 200, **headers: str):
 @blp.arguments(TaskInputSchema())
 @blp.response(201, TaskSchema(), headers={**ETAG_HEADER, "Location": {"schema": {"type": "string"}}})
 @blp.problem(400, "Malformed body, or an Idempotency-Key over 255 characters.")
-@blp.problem(409, "A request with this Idempotency-Key is still in flight.")
+@blp.problem(409, "A request with this Idempotency-Key is still in flight, or the task quota is reached.")
 @blp.doc(parameters=[IDEMPOTENCY_KEY])
 def create_task(body):
-    """Create a task. With `Idempotency-Key`, a retry replays the first response (`Idempotent-Replayed: true`)."""
+    """Create a task. With `Idempotency-Key`, a retry replays the first response (`Idempotent-Replayed: true`).
+
+    Each user may keep up to TASKS_MAX_PER_USER tasks (default 50 000; 409 beyond). The most
+    recent IDEMPOTENCY_MAX_KEYS_PER_USER keys (default 1 000) are remembered for 24 h."""
     owner = current_user_id()
     key = request.headers.get("Idempotency-Key")
     if key is None:

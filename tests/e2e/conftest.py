@@ -26,8 +26,10 @@ def stack(tmp_path_factory):
     work = tmp_path_factory.mktemp("e2e")
     mongo = MongoServer(work, storage=str(work / "db")).start()
     cache = RedisServer(work, directory=work / "redis").start()
+    response_cache = RedisServer(work, maxmemory="64mb", policy="allkeys-lru").start()
     devserver.apply_migrations(mongo.uri)
     env = {"TASKAPI_ENV": "testing", "MONGODB_URI": mongo.uri, "REDIS_URL": cache.url,
+           "CACHE_REDIS_URL": response_cache.url,
            "JWT_SECRET_KEY": "e2e-secret-" + "e" * 40, "TRUSTED_PROXY_COUNT": "1",
            "RATELIMIT_LOGIN": "5/minute", "RATELIMIT_LOGIN_ACCOUNT": "100/minute", "RATELIMIT_DEFAULT": "100000/minute",
            "ARGON2_TIME_COST": "1", "ARGON2_MEMORY_KIB": "8192", "ARGON2_PARALLELISM": "1", "THREADS": "4"}
@@ -41,6 +43,7 @@ def stack(tmp_path_factory):
     finally:
         nginx.stop()
         app.stop()
+        response_cache.stop()
         cache.stop()
         mongo.stop()
         out = ROOT / "var" / "e2e-results.json"

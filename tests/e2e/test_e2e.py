@@ -46,6 +46,24 @@ def test_nginx_headers_and_problem_pages(stack):
     RESULTS["nginx"] = {"413_problem_json": True, "server_header": response.headers["Server"]}
 
 
+def test_conditional_updates_work_through_gzip(stack):
+    """Nginx weakens the ETag of a response it compresses; that weak tag still works in If-Match."""
+    base = stack["base"]
+    headers = bearer(account(base, "gzip@example.com")["access_token"])
+    task = requests.post(base + "/api/v1/tasks", json={"title": "long", "description": "d" * 3000}, headers=headers,
+                         timeout=10).json()
+    read = requests.get(f"{base}/api/v1/tasks/{task['id']}", headers={**headers, "Accept-Encoding": "gzip"}, timeout=10)
+    assert read.headers["Content-Encoding"] == "gzip" and read.headers["ETag"] == 'W/"v1"'
+    updated = requests.patch(f"{base}/api/v1/tasks/{task['id']}", json={"status": "done"},
+                             headers={**headers, "If-Match": read.headers["ETag"]}, timeout=10)
+    assert updated.status_code == 200 and updated.json()["version"] == 2
+    stale = requests.patch(f"{base}/api/v1/tasks/{task['id']}", json={"status": "todo"},
+                           headers={**headers, "If-Match": read.headers["ETag"]}, timeout=10)
+    assert stale.status_code == 412 and stale.headers["Content-Type"] == "application/problem+json"
+    RESULTS["gzip_if_match"] = {"etag_through_nginx": read.headers["ETag"], "patch_with_it": updated.status_code,
+                                "patch_with_it_again": stale.status_code}
+
+
 def test_revocation_is_seen_by_every_worker(stack):
     base = stack["base"]
     tokens = account(base, "revoke@example.com")
