@@ -73,14 +73,16 @@ class Config:
     DEBUG = False
 
     def __init__(self) -> None:
-        self.MONGODB_URI = env_str("MONGODB_URI") or (
-            f"mongodb://127.0.0.1:{EMBEDDED_MONGODB_PORT}/taskapi?directConnection=true"
+        self.MONGODB_URI = env_str("MONGODB_URI") or (  # the embedded server: see devserver.mongo_uri
+            f"mongodb://127.0.0.1:{EMBEDDED_MONGODB_PORT}/taskapi?directConnection=true&retryWrites=false"
         )
         # Short server selection: a dead database answers 503 in ~2 s, never a 30 s hang.
         self.MONGODB_TIMEOUT_MS = env_int("MONGODB_TIMEOUT_MS", 2000, minimum=100)
         # Every MongoDB operation of an API request shares this budget (pymongo's client-side
         # operation timeout: it also sends maxTimeMS, so the server abandons what we gave up on).
         self.MONGODB_REQUEST_TIMEOUT_MS = env_int("MONGODB_REQUEST_TIMEOUT_MS", self.MONGODB_TIMEOUT_MS, minimum=100)
+        # Which server MONGODB_URI names, for the query plans: auto (ask it), mongodb or secantus.
+        self.MONGODB_ENGINE = env_str("MONGODB_ENGINE", "auto").lower()
         # Revocation state, sessions, rate limits, idempotency records: a Redis that never evicts.
         self.REDIS_URL = env_str("REDIS_URL") or f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
         self.REDIS_TIMEOUT_SECONDS = env_int("REDIS_TIMEOUT_MS", 500, minimum=50) / 1000
@@ -151,6 +153,8 @@ class Config:
 
     def validate(self) -> None:
         """Raise ConfigError (one line) when a setting cannot work."""
+        if self.MONGODB_ENGINE not in {"auto", "mongodb", "secantus"}:
+            raise ConfigError(f"MONGODB_ENGINE must be auto, mongodb or secantus, got {self.MONGODB_ENGINE!r}")
         if self.LOG_FORMAT not in {"text", "json"}:
             raise ConfigError(f"LOG_FORMAT must be text or json, got {self.LOG_FORMAT!r}")
         from limits import parse_many

@@ -88,6 +88,22 @@ def get_db() -> Database:
     return mongoengine.get_db(alias=MONGO_ALIAS)
 
 
+ENGINES = ("mongodb", "secantus")
+
+
+def mongodb_engine() -> str:
+    """Which server answers MONGODB_URI: "mongodb", or "secantus" (the embedded SecantusDB, whose
+    planner wants queries written differently; see services/tasks.py). Asked once per process
+    (`buildInfo`: SecantusDB reports `secantusVersion`), unless MONGODB_ENGINE names it."""
+    engine = current_app.config["MONGODB_ENGINE"]
+    if engine == "auto":
+        engine = current_app.extensions.get("mongodb_engine")
+        if engine is None:
+            info = get_db().client.admin.command("buildInfo")
+            engine = current_app.extensions["mongodb_engine"] = "secantus" if "secantusVersion" in info else "mongodb"
+    return engine
+
+
 def init_redis(app: Flask) -> None:
     """One pooled client per process; redis-py's pool reconnects after fork and after an outage."""
     timeout = app.config["REDIS_TIMEOUT_SECONDS"]

@@ -10,9 +10,11 @@
 
 from __future__ import annotations
 
+import flask
 from flask import Flask
 from flask_cors import CORS
 from flask_talisman import Talisman
+from werkzeug.datastructures import Headers
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from taskapi.limits import init_limiter
@@ -38,13 +40,39 @@ class ResolvedProto:
         return self.wsgi_app(environ, start_response)
 
 
+class PrecomputedTalisman(Talisman):
+    """Talisman, with the headers of every view that has no options of its own (all but the docs
+    page) computed once instead of rebuilt from the policy on each response. HSTS depends on
+    the request (HTTPS or not), so it is still decided per response."""
+
+    _static: list[tuple[str, str]] | None = None
+
+    def _set_response_headers(self, response):  # noqa: ANN001, ANN202 - Talisman's hook
+        view = flask.current_app.view_functions.get(flask.request.endpoint)
+        if getattr(view, "talisman_view_options", None):
+            return super()._set_response_headers(response)
+        if self._static is None:
+            headers, options = Headers(), self._get_local_options()
+            self._set_feature_policy_headers(headers, options)
+            self._set_permissions_policy_headers(headers, options)
+            self._set_document_policy_headers(headers, options)
+            self._set_frame_options_headers(headers, options)
+            self._set_content_security_policy_headers(headers, options)
+            self._set_referrer_policy_headers(headers)
+            self._static = list(headers.items())
+        for name, value in self._static:
+            response.headers[name] = value
+        self._set_hsts_headers(response.headers)
+        return response
+
+
 def init_hardening(app: Flask) -> None:
     """After the blueprints: the limiter and Talisman's per-view options need the view functions."""
     hops = app.config["TRUSTED_PROXY_COUNT"]
     app.wsgi_app = ResolvedProto(app.wsgi_app)
     if hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
-    talisman = Talisman(
+    talisman = PrecomputedTalisman(
         app,
         force_https=app.config["FORCE_HTTPS"],
         strict_transport_security=True,

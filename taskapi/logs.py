@@ -91,8 +91,10 @@ def log_request(response: Response) -> Response:
     """One line per request: method, route template, status, duration, request id, user id."""
     seconds = time.perf_counter() - g.get("started", time.perf_counter())
     route = request.url_rule.rule if request.url_rule else "unmatched"
-    claims = g.get("token_claims") or {}
     metrics.observe(request.method, route, response.status_code, seconds)
+    if not request_log.isEnabledFor(logging.INFO):
+        return response
+    claims = g.get("token_claims") or {}
     fields = {"method": request.method, "route": route, "path": request.path, "status": response.status_code,
               "duration_ms": round(seconds * 1000, 2), "user_id": claims.get("sub"),
               "remote_addr": request.remote_addr}

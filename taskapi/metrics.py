@@ -36,12 +36,22 @@ LATENCY = Histogram("taskapi_http_request_duration_seconds", "Request latency by
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
+_children: dict[tuple[str, str, int], tuple] = {}  # bounded by the label sets above
+
+
 def observe(method: str, route: str, status: int, seconds: float) -> None:
     """Count one request; `route` must be a route template or "unmatched"."""
-    method = method if method in METHODS else "other"
-    code = str(status) if 100 <= status <= 599 else "other"
-    REQUESTS.labels(method, route, code).inc()
-    LATENCY.labels(method, route).observe(seconds)
+    key = (method, route, status)
+    children = _children.get(key)
+    if children is None:
+        method = method if method in METHODS else "other"
+        code = str(status) if 100 <= status <= 599 else "other"
+        children = (REQUESTS.labels(method, route, code), LATENCY.labels(method, route))
+        if key[0] in METHODS:  # a made-up method is not remembered: it would grow this dict
+            _children[key] = children
+    counter, histogram = children
+    counter.inc()
+    histogram.observe(seconds)
 
 
 def allowed(remote_addr: str | None) -> bool:

@@ -253,9 +253,14 @@ class Blueprint(flask_smorest.Blueprint):
 
 def no_store(response: Response) -> Response:
     """API responses are per caller and change often: nothing may be stored by caches."""
-    response.headers.setdefault("Cache-Control", "no-store")
-    if request.headers.get("Authorization"):
-        response.vary.add("Authorization")
+    headers = response.headers
+    headers.setdefault("Cache-Control", "no-store")
+    if "HTTP_AUTHORIZATION" in request.environ:
+        vary = headers.get("Vary")
+        if not vary:
+            headers["Vary"] = "Authorization"
+        elif "authorization" not in vary.lower():
+            headers["Vary"] = f"{vary}, Authorization"
     return response
 
 

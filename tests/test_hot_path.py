@@ -39,6 +39,10 @@ def test_cached_list_sends_no_mongodb_command_and_uncached_sends_one(counted):
         client.post("/api/v1/tasks", json={"title": f"t{i}"}, headers=headers)
 
     counter.names.clear()
+    client.get("/api/v1/tasks?limit=5", headers=headers)
+    assert counter.names == ["buildInfo", "find"], counter.names  # which engine: asked once per process
+
+    counter.names.clear()
     miss = client.get("/api/v1/tasks?limit=20", headers=headers)
     assert miss.headers["X-Cache"] == "MISS" and len(miss.get_json()["items"]) == 20
     assert counter.names == ["find"], counter.names  # one round trip: no count, no user lookup, no getMore

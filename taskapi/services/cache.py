@@ -106,8 +106,8 @@ def bump(user_id: str) -> None:
 
 
 def forget(owner: str) -> None:
-    """Drop a user's cached entries (account erasure)."""
-    current_app.extensions["cache_redis"].delete(bucket_key(owner))
+    """Drop a user's cached entries and page edges (a write the cache could not count, or erasure)."""
+    current_app.extensions["cache_redis"].delete(bucket_key(owner), f"{PREFIX}edges:{owner}")
 
 
 def field(kind: str, query: dict[str, Any]) -> str:
@@ -152,6 +152,41 @@ def store(owner: str | None, name: str, body: bytes, headers: dict[str, str]) ->
             keys=[bucket_key(owner)],
             args=[generation(owner) if owner else 0, name, value, config["CACHE_MAX_ENTRIES_PER_USER"],
                   config["CACHE_MAX_BYTES_PER_USER"], config["CACHE_TTL_SECONDS"]])
+    except redis.RedisError as exc:
+        _trip(exc)
+
+
+# Page edges (services/tasks.py, the embedded server's plan): per caller, one hash of query
+# shape -> sort-key token. Hints for speed only, never for correctness: a lost or stale edge
+# costs one unbounded read. Bounded like the cache (one user's shapes at most), kept a day.
+EDGES_PER_USER = 64
+EDGE_SECONDS = 86_400
+
+
+def page_edge(owner: str, shape: str) -> int | None:
+    try:
+        value = current_app.extensions["cache_redis"].hget(f"{PREFIX}edges:{owner}", shape)
+    except redis.RedisError as exc:
+        _trip(exc)
+        return None
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def remember_page_edge(owner: str, shape: str, token: int | None) -> None:
+    key, client = f"{PREFIX}edges:{owner}", current_app.extensions["cache_redis"]
+    try:
+        if token is None:
+            client.hdel(key, shape)
+            return
+        pipe = client.pipeline(transaction=False)
+        pipe.hlen(key)
+        pipe.hset(key, shape, token)
+        pipe.expire(key, EDGE_SECONDS)
+        if pipe.execute()[0] >= EDGES_PER_USER:
+            client.delete(key)  # start afresh rather than grow
     except redis.RedisError as exc:
         _trip(exc)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -9,13 +10,14 @@ from typing import Any
 
 from bson import ObjectId
 from flask import current_app
-from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
 from taskapi.errors import Conflict, NotFound, PreconditionFailed, ServiceUnavailable, ValidationFailed
+from taskapi.extensions import mongodb_engine
 from taskapi.models.task import NO_DUE_EARLIEST, NO_DUE_LATEST, PRIORITY_RANK, SORT_KEYS, Task, TaskCount, index_name
 from taskapi.services import cache, idempotency
 from taskapi.services.auth import parse_object_id
-from taskapi.services.paging import decode_cursor, encode_cursor
+from taskapi.services.paging import decode_cursor, encode_cursor, fingerprint
 
 CURSOR_SCOPE = "tasks"
 WRITABLE = ("title", "description", "status", "priority", "due_at", "tags")
@@ -92,13 +94,18 @@ def create_task(*, owner: str, data: dict[str, Any]) -> Task:
 # --- quota -------------------------------------------------------------------------------------
 
 def reserve_slots(owner: str, count: int, *, enforce: bool = True) -> None:
-    """Count `count` more tasks for the owner (one atomic $inc on their counter document);
-    over TASKS_MAX_PER_USER the reservation is undone and the create refused with 409."""
+    """Count `count` more tasks for the owner: one conditional $inc on their counter document,
+    which holds only while the quota (TASKS_MAX_PER_USER) has room; else 409."""
     quota = current_app.config["TASKS_MAX_PER_USER"]
-    counter = TaskCount._get_collection().find_one_and_update(
-        {"_id": ObjectId(owner)}, {"$inc": {"n": count}}, upsert=True, return_document=ReturnDocument.AFTER)
-    if enforce and quota and counter["n"] > quota:
-        release_slots(owner, count)
+    counters, oid = TaskCount._get_collection(), ObjectId(owner)
+    room = {"_id": oid, "n": {"$lte": quota - count}} if enforce and quota else {"_id": oid}
+    if counters.update_one(room, {"$inc": {"n": count}}).matched_count:
+        return
+    try:  # an owner's first task (migration 0003 counted the tasks that existed before counters)
+        counters.insert_one({"_id": oid, "n": 0})
+    except DuplicateKeyError:
+        pass
+    if not counters.update_one(room, {"$inc": {"n": count}}).matched_count:
         raise Conflict(f"You have reached the limit of {quota} tasks; delete some to add more.")
 
 
@@ -116,8 +123,19 @@ def erase_owner_data(*, owner: str) -> dict[str, int]:
 
 
 def get_task(*, owner: str, task_id: str) -> Task:
-    """The caller's task; another user's, an unknown and a malformed id are the same 404."""
-    doc = Task._get_collection().find_one({"_id": parse_object_id(task_id, NO_TASK), "owner": ObjectId(owner)})
+    """The caller's task; another user's, an unknown and a malformed id are the same 404.
+
+    MongoDB reads by `_id` and `owner` (the shard key's prefix: one shard answers). SecantusDB
+    answers `{_id}` alone with a point lookup but `{_id, owner}` five times slower, so there
+    the owner is compared here.
+    """
+    oid, owner_id = parse_object_id(task_id, NO_TASK), ObjectId(owner)
+    if mongodb_engine() == "secantus":
+        doc = Task._get_collection().find_one({"_id": oid})
+        if doc is not None and doc["owner"] != owner_id:
+            doc = None
+    else:
+        doc = Task._get_collection().find_one({"_id": oid, "owner": owner_id})
     if doc is None:
         raise NotFound(NO_TASK)
     return Task._from_son(doc)
@@ -131,7 +149,9 @@ def update_task(*, owner: str, task_id: str, changes: dict[str, Any], replace: b
 
     One conditional write on `version`: if another writer got there first, an If-Match
     request fails with 412; an unconditional one re-reads and re-applies, so no update is
-    lost and `version` counts exactly the writes that changed something.
+    lost and `version` counts exactly the writes that changed something. The write is an
+    `update_one` whose result is computed here (the version check makes it exact): SecantusDB
+    scans its whole collection for every findAndModify.
     """
     collection = Task._get_collection()
     oid = parse_object_id(task_id, NO_TASK)
@@ -143,19 +163,27 @@ def update_task(*, owner: str, task_id: str, changes: dict[str, Any], replace: b
         if all(_same(current[f], target[f]) for f in WRITABLE):
             return current  # nothing changes: no write, no new version
         now = utcnow()
-        values = _derived({f: target[f] for f in WRITABLE}, previous_status=current.status,
-                          previous_completed=current.completed_at, now=now)
-        doc = collection.find_one_and_update(
-            {"_id": oid, "owner": ObjectId(owner), "version": current.version},
-            {"$set": {**values, "updated_at": now}, "$inc": {"version": 1}},
-            return_document=ReturnDocument.AFTER,
-        )
-        if doc is not None:
+        values = {**_derived({f: target[f] for f in WRITABLE}, previous_status=current.status,
+                             previous_completed=current.completed_at, now=now), "updated_at": now}
+        written = collection.update_one(_version_filter(oid, owner, current.version),
+                                        {"$set": values, "$inc": {"version": 1}})
+        if written.matched_count:
+            for name, value in values.items():
+                setattr(current, name, value)
+            current.version += 1
             cache.bump(owner)
-            return Task._from_son(doc)
+            return current
         if precondition is not None:
             raise PreconditionFailed()
     raise ServiceUnavailable("The task is being changed by many requests at once; retry shortly.")
+
+
+def _version_filter(oid: ObjectId, owner: str, version: int) -> dict[str, Any]:
+    """The task at this version: by `_id` first (SecantusDB's point lookup), the owner too on
+    MongoDB (targeted on a sharded cluster; the caller has read the task, so it is theirs)."""
+    if mongodb_engine() == "secantus":
+        return {"_id": oid, "version": version}
+    return {"_id": oid, "owner": ObjectId(owner), "version": version}
 
 
 def _same(old: Any, new: Any) -> bool:
@@ -166,7 +194,7 @@ def _same(old: Any, new: Any) -> bool:
 
 def delete_task(*, owner: str, task_id: str, precondition: Precondition | None = None) -> None:
     collection = Task._get_collection()
-    query = {"_id": parse_object_id(task_id, NO_TASK), "owner": ObjectId(owner)}
+    query = {"_id": parse_object_id(task_id, NO_TASK), "owner": ObjectId(owner)}  # _id first: a point lookup
     if precondition is not None:
         current = get_task(owner=owner, task_id=task_id)
         precondition.check(current.version)
@@ -179,10 +207,77 @@ def delete_task(*, owner: str, task_id: str, precondition: Precondition | None =
 
 
 # --- list --------------------------------------------------------------------------------------
+#
+# Two plans for one query, one per engine (extensions.mongodb_engine()):
+#   MongoDB  - the whole filter under owner, pinned by hint() to the index that follows
+#              Equality-Sort-Range for its shape: the server walks the index in sort order and
+#              stops after `limit` matches, whatever the collection holds.
+#   SecantusDB (the embedded default) - any hint makes it walk the whole hinted index, and any
+#              top-level $and/$or/$nor makes it scan the collection; it always sorts the matches
+#              in memory. So: no hint, a flat first filter it serves from an index (owner, then
+#              status or one tag, then a range of the sort key where an index has it next),
+#              and every other condition in a second $match that runs on those candidates
+#              only. Cost follows the caller's matching tasks, never the collection.
+# Both return the same pages (tests/test_task_plans.py walks every shape on both).
+
+@dataclass
+class Conditions:
+    """A list request's conditions, before an engine's plan arranges them."""
+
+    sort_key: str
+    direction: int
+    statuses: list[str] | None
+    tags: list[str] | None
+    priorities: list[str] | None
+    due: dict[str, datetime]
+    not_overdue: bool
+    q: str | None
+    after: list[Any] | None
+    empty: bool
+
+
+def conditions(*, filters: dict[str, Any], sort: str, now: datetime, after: list[Any] | None) -> Conditions:
+    statuses = filters.get("status")
+    empty = False
+    if filters.get("overdue") is True:
+        statuses = [s for s in (statuses or OPEN_STATUSES) if s != "done"]
+        empty = not statuses
+    due: dict[str, datetime] = {}
+    upper = [t for t in (filters.get("due_before"), now if filters.get("overdue") is True else None) if t]
+    if upper:
+        due["$lt"] = min(upper)
+    if filters.get("due_after"):
+        due["$gte"] = filters["due_after"]
+    return Conditions(sort_key=SORT_KEYS[_sort_name(sort)],
+                      direction=-1 if sort.startswith("-") else 1, statuses=statuses, tags=filters.get("tag"),
+                      priorities=filters.get("priority"), due=due, not_overdue=filters.get("overdue") is False,
+                      q=filters.get("q"), after=after, empty=empty)
+
+
+def _one_or_in(values: list[str]) -> Any:
+    return values[0] if len(values) == 1 else {"$in": values}
+
+
+def _not_overdue(now: datetime) -> dict[str, Any]:
+    return {"$nor": [{"status": {"$ne": "done"}, "due_at": {"$lt": now}}]}
+
+
+def _search(q: str) -> dict[str, Any]:
+    pattern = {"$regex": re.escape(q), "$options": "i"}
+    return {"$or": [{"title": pattern}, {"description": pattern}]}
+
+
+def _keyset(c: Conditions) -> tuple[dict[str, Any], dict[str, Any]]:
+    """After (value, id) in sort order, as a range on the key and a tie-break: "key at or
+    beyond value, and not (key == value with an id at or before last)" (no $or)."""
+    value, last_id = c.after
+    op, behind = ("$gte", "$lte") if c.direction == 1 else ("$lte", "$gte")
+    return {op: value}, {"$nor": [{c.sort_key: value, "_id": {behind: last_id}}]}
+
 
 @dataclass
 class ListPlan:
-    """What one list request runs: a query pinned to the index meant for its shape."""
+    """MongoDB's plan: one query pinned to the index meant for its shape."""
 
     query: dict[str, Any]
     sort: list[tuple[str, int]]
@@ -196,7 +291,7 @@ class ListPlan:
 
 def plan_list(*, owner: str, filters: dict[str, Any], sort: str, now: datetime,
               after: list[Any] | None = None) -> ListPlan:
-    """Build the query, sort and index hint for these filters and this sort.
+    """MongoDB: build the query, sort and index hint for these filters and this sort.
 
     Index choice (equality, then sort, then range — MongoDB's ESR rule):
       a status filter (or overdue=true, which means status in todo/in_progress)
@@ -207,62 +302,125 @@ def plan_list(*, owner: str, filters: dict[str, Any], sort: str, now: datetime,
     are checked on the documents the index walk fetches, in index order, so the sort never
     happens in memory and a page stops after `limit` matches.
     """
-    descending = sort.startswith("-")
-    name = sort.lstrip("-")
-    key = SORT_KEYS["-due_at" if name == "due_at" and descending else name]
-    direction = -1 if descending else 1
+    c = conditions(filters=filters, sort=sort, now=now, after=after)
+    key = c.sort_key
     clauses: list[dict[str, Any]] = []
-    empty = False
-
-    statuses = filters.get("status")
-    if filters.get("overdue") is True:
-        statuses = [s for s in (statuses or OPEN_STATUSES) if s != "done"]
-        empty = not statuses
-    if statuses:
-        clauses.append({"status": statuses[0] if len(statuses) == 1 else {"$in": statuses}})
-    tags = filters.get("tag")
-    if tags:
-        clauses.append({"tags": tags[0] if len(tags) == 1 else {"$in": tags}})
-    if filters.get("priority"):
-        priorities = filters["priority"]
-        clauses.append({"priority": priorities[0] if len(priorities) == 1 else {"$in": priorities}})
-
-    due: dict[str, datetime] = {}
-    upper = [t for t in (filters.get("due_before"), now if filters.get("overdue") is True else None) if t]
-    if upper:
-        due["$lt"] = min(upper)
-    if filters.get("due_after"):
-        due["$gte"] = filters["due_after"]
-    if due:
-        clauses.append({"due_at": due})
+    if c.statuses:
+        clauses.append({"status": _one_or_in(c.statuses)})
+    if c.tags:
+        clauses.append({"tags": _one_or_in(c.tags)})
+    if c.priorities:
+        clauses.append({"priority": _one_or_in(c.priorities)})
+    if c.due:
+        clauses.append({"due_at": c.due})
         if key in ("due_key_asc", "due_key_desc"):
-            clauses.append({key: _due_key_bounds(key, due)})  # the same range as index bounds
-    if filters.get("overdue") is False:
-        clauses.append({"$nor": [{"status": {"$ne": "done"}, "due_at": {"$lt": now}}]})
-    if filters.get("q"):
-        pattern = {"$regex": re.escape(filters["q"]), "$options": "i"}
-        clauses.append({"$or": [{"title": pattern}, {"description": pattern}]})
-    if after is not None:
-        # After (value, id) in sort order: key beyond value, or equal with a later id. Written
-        # as "key at or beyond value, and not (key == value with an id at or before last)":
-        # the range gives the index bounds, and there is no $or for a planner to trip on.
-        value, last_id = after
-        op, behind = ("$gte", "$lte") if direction == 1 else ("$lte", "$gte")
-        clauses.append({key: {op: value}})
-        clauses.append({"$nor": [{key: value, "_id": {behind: last_id}}]})
+            clauses.append({key: _due_key_bounds(key, c.due)})  # the same range as index bounds
+    if c.not_overdue:
+        clauses.append(_not_overdue(now))
+    if c.q:
+        clauses.append(_search(c.q))
+    if c.after is not None:
+        bound, tie_break = _keyset(c)
+        clauses += [{key: bound}, tie_break]
 
     query: dict[str, Any] = {"owner": ObjectId(owner)}
     if clauses:
         query["$and"] = clauses
-    if statuses:
+    if c.statuses:
         prefix, equality = ("owner", "status"), ["owner", "status"]
-    elif tags and key == "created_at":
+    elif c.tags and key == "created_at":
         prefix, equality = ("owner", "tags"), ["owner", "tags"]
     else:
         prefix, equality = ("owner",), ["owner"]
-    ranges = [key] if (due and key.startswith("due_key")) or after is not None else []
-    return ListPlan(query=query, sort=[(key, direction), ("_id", direction)], index=index_name(prefix, key),
-                    sort_key=key, direction=direction, empty=empty, equality=equality, ranges=ranges)
+    ranges = [key] if (c.due and key.startswith("due_key")) or c.after is not None else []
+    return ListPlan(query=query, sort=[(key, c.direction), ("_id", c.direction)], index=index_name(prefix, key),
+                    sort_key=key, direction=c.direction, empty=c.empty, equality=equality, ranges=ranges)
+
+
+@dataclass
+class FlatPlan:
+    """SecantusDB's plan: a flat first filter served from an index, the rest on its candidates."""
+
+    indexed: dict[str, Any]
+    residual: list[dict[str, Any]]
+    sort: list[tuple[str, int]]
+    sort_key: str
+    direction: int
+    empty: bool = False
+
+    def pipeline(self, limit: int) -> list[dict[str, Any]]:
+        rest = self.residual[0] if len(self.residual) == 1 else {"$and": self.residual}
+        return [{"$match": self.indexed}, {"$match": rest}, {"$sort": dict(self.sort)}, {"$limit": limit}]
+
+
+def plan_flat(*, owner: str, filters: dict[str, Any], sort: str, now: datetime,
+              after: list[Any] | None = None, edge: Any = None) -> FlatPlan:
+    """SecantusDB: the first filter holds only what an index serves (its planner takes equality
+    fields, then at most one operator field that an index has right after them); the rest goes
+    to a second stage. `edge` bounds the far side of the sort key's range (see list_tasks)."""
+    c = conditions(filters=filters, sort=sort, now=now, after=after)
+    key = c.sort_key
+    indexed: dict[str, Any] = {"owner": ObjectId(owner)}
+    residual: list[dict[str, Any]] = []
+    # Whether an index has the sort key right after what is in `indexed` (so a range on it bounds the scan).
+    key_follows = True
+    if c.statuses:
+        indexed["status"] = _one_or_in(c.statuses)  # owner, status, <key>, _id exists for every key
+        key_follows = len(c.statuses) == 1
+    if c.tags:
+        if "status" in indexed:
+            residual.append({"tags": _one_or_in(c.tags)})
+        else:
+            indexed["tags"] = _one_or_in(c.tags)
+            key_follows = len(c.tags) == 1 and key == "created_at"  # owner, tags, created_at, _id
+    if c.priorities:
+        residual.append({"priority": _one_or_in(c.priorities)})
+    bounds: dict[str, Any] = {}
+    if c.due:
+        residual.append({"due_at": c.due})
+        if key in ("due_key_asc", "due_key_desc"):
+            bounds.update(_due_key_bounds(key, c.due))
+    if c.not_overdue:
+        residual.append(_not_overdue(now))
+    if c.q:
+        residual.append(_search(c.q))
+    if c.after is not None:
+        bound, tie_break = _keyset(c)
+        bounds = _narrower(bounds, bound)
+        residual.append(tie_break)
+    if edge is not None:
+        bounds = _narrower(bounds, {"$lte" if c.direction == 1 else "$gte": edge})
+    if bounds:
+        if key_follows:
+            indexed[key] = _inclusive_upper_as_exclusive(bounds)
+        else:
+            residual.append({key: bounds})
+    return FlatPlan(indexed=indexed, residual=residual, sort=[(key, c.direction), ("_id", c.direction)],
+                    sort_key=key, direction=c.direction, empty=c.empty)
+
+
+def _inclusive_upper_as_exclusive(bounds: dict[str, Any]) -> dict[str, Any]:
+    """`$lte v` as `$lt` the next value: SecantusDB 0.7's bounded index scan treats an inclusive
+    upper bound on a field that is not the index's last as exclusive, and loses the ties at v
+    (its in-memory match is right). Sort keys are whole milliseconds or whole ranks."""
+    if "$lte" not in bounds:
+        return bounds
+    bounds = dict(bounds)
+    value = bounds.pop("$lte")
+    successor = value + timedelta(milliseconds=1) if isinstance(value, datetime) else value + 1
+    bounds["$lt"] = min(bounds["$lt"], successor) if "$lt" in bounds else successor
+    return bounds
+
+
+def _narrower(bounds: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
+    """Both sets of range bounds on one field, each operator at its tightest."""
+    merged = dict(bounds)
+    for op, value in more.items():
+        if op in merged:
+            merged[op] = max(merged[op], value) if op in ("$gt", "$gte") else min(merged[op], value)
+        else:
+            merged[op] = value
+    return merged
 
 
 def _due_key_bounds(key: str, due: dict[str, datetime]) -> dict[str, datetime]:
@@ -277,23 +435,99 @@ def _due_key_bounds(key: str, due: dict[str, datetime]) -> dict[str, datetime]:
 
 def list_tasks(*, owner: str, filters: dict[str, Any], sort: str, limit: int,
                cursor: str | None = None) -> tuple[list[Task], str | None]:
-    """One page in sort order and the cursor of the next; one MongoDB round trip."""
+    """One page in sort order and the cursor of the next."""
     binding = {"owner": owner, "filters": filters, "sort": sort}
-    after = None
+    after, edge = None, None
     if cursor:
-        value, last_id = decode_cursor(CURSOR_SCOPE, binding, cursor)
+        value, last_id, *rest = decode_cursor(CURSOR_SCOPE, binding, cursor)
         after = [_position_value(value, sort), ObjectId(last_id)]
+        edge = rest[0] if rest else None
+    if mongodb_engine() == "secantus":
+        return _list_flat(owner=owner, binding=binding, limit=limit, after=after, cursor_edge=edge, first=not cursor)
     plan = plan_list(owner=owner, filters=filters, sort=sort, now=utcnow(), after=after)
     if plan.empty:
         return [], None
-    docs = list(Task._get_collection().find(plan.query).sort(plan.sort).hint(plan.index)
-                .limit(limit + 1).batch_size(limit + 1))
+    docs = list(Task._get_collection().find(plan.query).sort(plan.sort).hint(plan.index).limit(limit + 1)
+                .batch_size(limit + 1))
+    return _page(docs, limit, binding, plan.sort_key)
+
+
+def _page(docs: list[dict], limit: int, binding: dict[str, Any], sort_key: str,
+          edge: int | None = None) -> tuple[list[Task], str | None]:
     tasks = [Task._from_son(doc) for doc in docs[:limit]]
-    next_cursor = None
-    if len(docs) > limit:
-        last = docs[limit - 1]
-        next_cursor = encode_cursor(CURSOR_SCOPE, binding, [_position_token(last[plan.sort_key]), str(last["_id"])])
-    return tasks, next_cursor
+    if len(docs) <= limit:
+        return tasks, None
+    last = docs[limit - 1]
+    position = [_position_token(last[sort_key]), str(last["_id"])] + ([edge] if edge is not None else [])
+    return tasks, encode_cursor(CURSOR_SCOPE, binding, position)
+
+
+# SecantusDB reads every candidate of a query and sorts them all before it takes the page, so
+# an open-ended range costs every matching task the caller has. A page is therefore read as a
+# *window* of the sort key: from the cursor (or the top) to an edge about WINDOW_PAGES pages
+# away. The first page's edge is remembered per caller and query shape (cache.page_edge); the
+# next page's travels in the cursor. A window that holds at least limit + 1 matches gives the
+# exact page (everything outside it sorts after everything inside); one that holds fewer is
+# read again without the edge, which also learns a new one. Edges only ever cost speed.
+WINDOW_PAGES = 2
+
+
+def _list_flat(*, owner: str, binding: dict[str, Any], limit: int, after: list[Any] | None,
+               cursor_edge: int | None, first: bool) -> tuple[list[Task], str | None]:
+    filters, sort = binding["filters"], binding["sort"]
+    shape = fingerprint({**binding, "limit": limit})  # an edge is two pages of this size
+    edge = cache.page_edge(owner, shape) if first else cursor_edge
+    fetch = (limit + 1) * WINDOW_PAGES
+    now = utcnow()
+    docs, complete = None, False
+    if edge is not None:
+        docs = _run_flat(plan_flat(owner=owner, filters=filters, sort=sort, now=now, after=after,
+                                   edge=_position_value(edge, sort)), fetch)
+    if docs is None or len(docs) <= limit:  # no edge, or the window held less than a page
+        docs = _run_flat(plan_flat(owner=owner, filters=filters, sort=sort, now=now, after=after), fetch)
+        complete = docs is not None and len(docs) < fetch  # every remaining match is here
+    if docs is None:
+        return [], None
+    sort_key, direction = SORT_KEYS[_sort_name(sort)], -1 if sort.startswith("-") else 1
+    tokens = [_position_token(doc[sort_key]) for doc in docs]
+    if first:
+        if len(tokens) == fetch:
+            learned = tokens[-1]  # the window that held these holds two pages
+        elif complete:
+            learned = None  # the whole match fits in two pages: no window needed
+        else:
+            learned = edge  # the window still held a page
+        if learned != edge:
+            cache.remember_page_edge(owner, shape, learned)
+    return _page(docs, limit, binding, sort_key, _next_edge(tokens, limit, fetch, direction, complete))
+
+
+def _sort_name(sort: str) -> str:
+    """The SORT_KEYS entry of an API sort (`-due_at` has a key of its own)."""
+    name = sort.lstrip("-")
+    return "-due_at" if name == "due_at" and sort.startswith("-") else name
+
+
+def _run_flat(plan: FlatPlan, fetch: int) -> list[dict] | None:
+    if plan.empty:
+        return None
+    collection = Task._get_collection()
+    if plan.residual:
+        return list(collection.aggregate(plan.pipeline(fetch)))
+    return list(collection.find(plan.indexed).sort(plan.sort).limit(fetch).batch_size(fetch))
+
+
+def _next_edge(tokens: list[int], limit: int, fetch: int, direction: int, complete: bool) -> int | None:
+    """The far edge of the next page's window, from the sort-key tokens of the fetched matches:
+    exact when every remaining match was fetched, else extrapolated from their spacing to reach
+    about `fetch` matches past the next page's start (half again, for uneven spacing)."""
+    if len(tokens) <= limit:
+        return None
+    if complete:
+        return tokens[-1]
+    spacing = abs(tokens[-1] - tokens[0]) / max(len(tokens) - 1, 1)
+    reach = math.ceil(spacing * fetch * 1.5)
+    return min(max(tokens[limit - 1] + direction * reach, EDGE_MIN), EDGE_MAX)
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -312,3 +546,6 @@ def _position_value(token: Any, sort: str) -> Any:
     if not isinstance(token, int) or isinstance(token, bool):
         raise ValidationFailed(errors={"cursor": ["The cursor is invalid."]})
     return token if sort.lstrip("-") == "priority" else EPOCH + timedelta(milliseconds=token)
+
+
+EDGE_MIN, EDGE_MAX = _position_token(NO_DUE_EARLIEST), _position_token(NO_DUE_LATEST)  # what dates can hold
