@@ -32,7 +32,7 @@ wrk:
 
 # Loopback load with wrk; writes bench/results.md and bench/results.json (about 8 minutes).
 bench: install nginx wrk
-	$(PY) bench/run.py
+	$(PY) -m bench.run
 
 e2e: install nginx
 	TASKAPI_E2E=1 $(PY) -m pytest tests/e2e -p no:randomly -s -q

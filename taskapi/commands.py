@@ -105,7 +105,8 @@ def seed_command(users: int, tasks: int, password: str, email_pattern: str, seed
     started = time.perf_counter()
     with click.progressbar(length=users * tasks, label="seeding tasks", file=None) as bar:
         result = seed(users=users, tasks_per_user=tasks, password=password, email_pattern=email_pattern,
-                      seed_value=seed_value, progress=bar.update)
+                      seed_value=seed_value, progress=bar.update,
+                      stage=lambda name: click.echo(f"\n{name} (the collection was empty: indexes are built after the load)"))
     elapsed = time.perf_counter() - started
     click.echo(f"{result['tasks_inserted']} tasks for {users} users ({result['users_created']} new) "
                f"in {elapsed:.1f} s; users log in with password {password!r}")

@@ -203,7 +203,9 @@ def dependency_problem(error: Exception) -> str | None:
             return "Redis is read-only (a failover may be in progress); nothing was changed. Retry shortly."
         return "Redis refused the request; nothing was changed. Retry shortly."
     if isinstance(error, pymongo.errors.PyMongoError):
-        if getattr(error, "timeout", False):
+        if isinstance(error, pymongo.errors.ServerSelectionTimeoutError):
+            return "MongoDB is unavailable; retry shortly."
+        if getattr(error, "timeout", False):  # the request's time budget ran out (maxTimeMS, socket)
             return "MongoDB did not answer in time; retry shortly."
         if isinstance(error, pymongo.errors.ConnectionFailure):
             return "MongoDB is unavailable; retry shortly."

@@ -12,6 +12,7 @@ from pymongo.database import Database
 from werkzeug.routing import BaseConverter
 
 from taskapi import errors
+from taskapi.models import server_engine
 from taskapi.schemas.common import ProblemSchema
 
 
@@ -77,8 +78,9 @@ def init_mongo(app: Flask) -> None:
         uuidRepresentation="standard",
         serverSelectionTimeoutMS=timeout,
         connectTimeoutMS=timeout,
-        # Outside requests (commands, migrations, the worker); a request has its own budget.
-        socketTimeoutMS=max(timeout * 5, 10_000),
+        # No socket timeout of its own: a request has its time budget (TaskApiFlask), and a
+        # command may legitimately wait minutes on the server (building an index, say).
+        socketTimeoutMS=None,
         appname="taskapi",
     )
 
@@ -99,8 +101,7 @@ def mongodb_engine() -> str:
     if engine == "auto":
         engine = current_app.extensions.get("mongodb_engine")
         if engine is None:
-            info = get_db().client.admin.command("buildInfo")
-            engine = current_app.extensions["mongodb_engine"] = "secantus" if "secantusVersion" in info else "mongodb"
+            engine = current_app.extensions["mongodb_engine"] = server_engine(get_db().client)
     return engine
 
 

@@ -16,6 +16,9 @@ from types import ModuleType
 from pymongo.database import Database
 
 from config import ROOT
+from taskapi.models import create_declared_indexes, server_engine
+from taskapi.models.task import Task, indexes_for
+from taskapi.models.user import User
 from taskapi.services.locks import LeaseBusy, lease
 
 MIGRATIONS_DIR = ROOT / "migrations"
@@ -56,13 +59,24 @@ def status(db: Database, directory: Path = MIGRATIONS_DIR) -> list[tuple[str, da
 
 
 def upgrade(db: Database, directory: Path = MIGRATIONS_DIR, *, wait_seconds: float = 60) -> list[str]:
-    """Apply pending migrations in order; returns the names applied (empty when up to date)."""
+    """Apply pending migrations in order, then create any declared index that is missing (an
+    interrupted bulk seed drops the task indexes while it loads); returns what was done."""
     migrations = discover(directory)
     try:
         with lease(db[LOCKS], "upgrade", hold=LOCK_STALE_AFTER, wait_seconds=wait_seconds):
-            return _apply_pending(db, migrations)
+            applied = _apply_pending(db, migrations)
+            if directory == MIGRATIONS_DIR:  # the app's own migrations declare these collections
+                applied += [f"index {name}" for name in ensure_declared_indexes(db)]
+            return applied
     except LeaseBusy:
         raise RuntimeError("another `db upgrade` holds the migration lock; try again shortly") from None
+
+
+def ensure_declared_indexes(db: Database) -> list[str]:
+    """Create the declared indexes that fit this server and are missing; returns their names."""
+    task_names = {spec["name"] for spec in indexes_for(server_engine(db.client))}
+    return (create_declared_indexes(db.users, User)
+            + create_declared_indexes(db.tasks, Task, only=task_names))
 
 
 def _apply_pending(db: Database, migrations: list[Migration]) -> list[str]:

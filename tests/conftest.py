@@ -81,6 +81,22 @@ def clean_state(request):
 
 
 @pytest.fixture
+def mongodb_indexes(app):
+    """The eleven ESR task indexes MongoDB has (SecantusDB keeps one), for tests of MongoDB's plan."""
+    from taskapi.models import create_declared_indexes
+    from taskapi.models.task import EMBEDDED_TASK_INDEXES, Task
+
+    with app.app_context():
+        tasks = get_db().tasks
+        created = create_declared_indexes(tasks, Task)
+    yield
+    with app.app_context():
+        for name in created:
+            if name not in EMBEDDED_TASK_INDEXES:
+                get_db().tasks.drop_index(name)
+
+
+@pytest.fixture
 def client(app):
     return app.test_client()
 

@@ -54,12 +54,27 @@ def stages(plan: dict):
         yield from stages(child)
 
 
-def test_declared_indexes_are_the_ones_the_migration_creates(app):
-    existing = {spec["name"]: list(spec["key"].items()) for spec in get_db().tasks.list_indexes()}
-    declared = {spec["name"]: spec["fields"] for spec in Task._meta["index_specs"]}
-    assert set(existing) - {"_id_"} == set(declared)
-    for name, fields in declared.items():
-        assert [(k, int(d)) for k, d in existing[name]] == fields
+def test_declared_indexes_are_the_ones_the_migrations_create(app, tmp_path):
+    """Migration 0002 writes out the model's eleven; on SecantusDB, 0003 keeps only its one."""
+    import shutil
+
+    from taskapi import migrate
+    from taskapi.models.task import EMBEDDED_TASK_INDEXES
+
+    scratch = get_db().client["taskapi_index_check"]
+    try:
+        for name in ("0001_users.py", "0002_tasks.py"):
+            shutil.copy(migrate.MIGRATIONS_DIR / name, tmp_path / name)
+        migrate.upgrade(scratch, tmp_path)
+        existing = {spec["name"]: list(spec["key"].items()) for spec in scratch.tasks.list_indexes()}
+        declared = {spec["name"]: spec["fields"] for spec in Task._meta["index_specs"]}
+        assert set(existing) - {"_id_"} == set(declared) and len(declared) == 11
+        for name, fields in declared.items():
+            assert [(k, int(d)) for k, d in existing[name]] == fields
+    finally:
+        get_db().client.drop_database("taskapi_index_check")
+    on_secantus = {spec["name"] for spec in get_db().tasks.list_indexes()} - {"_id_"}
+    assert on_secantus == set(EMBEDDED_TASK_INDEXES)
 
 
 @pytest.mark.parametrize("plan", list(shapes()))
@@ -75,7 +90,7 @@ def test_query_shape_follows_equality_sort_range(plan):
 
 
 @pytest.mark.parametrize("plan", list(shapes()))
-def test_explain_uses_the_intended_index_without_collscan(app, plan):
+def test_explain_uses_the_intended_index_without_collscan(mongodb_indexes, plan):
     cursor = Task._get_collection().find(plan.query).sort(plan.sort).hint(plan.index).limit(21)
     winning = cursor.explain()["queryPlanner"]["winningPlan"]
     found = list(stages(winning))

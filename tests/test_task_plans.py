@@ -113,7 +113,9 @@ def walk(client, headers, query: str, limit: int) -> list[str]:
 
 @pytest.mark.parametrize("engine", ["secantus", "mongodb"])
 @pytest.mark.parametrize("sort", SORTS)
-def test_every_shape_walks_to_the_contracts_answer(make_app, dataset, engine, sort):
+def test_every_shape_walks_to_the_contracts_answer(request, make_app, dataset, engine, sort):
+    if engine == "mongodb":
+        request.getfixturevalue("mongodb_indexes")  # the hints name MongoDB's eleven indexes
     client = make_app(MONGODB_ENGINE=engine, CACHE_TTL_SECONDS="0").test_client()
     headers = bearer(login(client, "ada@example.com", environ_base={"REMOTE_ADDR": f"10.9.{SORTS.index(sort)}.1"})
                      ["access_token"])

@@ -35,7 +35,7 @@ def precondition() -> service.Precondition | None:
 def task_response(task, status: int = 200, **headers: str):
     response = jsonify(task_schema.dump(task))
     response.status_code = status
-    response.set_etag(service.etag_for(task.version))
+    response.set_etag(service.etag_for(task["version"]))
     response.headers.update(headers)
     return response
 
@@ -77,7 +77,7 @@ def create_task(body):
 
 
 def _created(task):
-    return task_response(task, 201, Location=url_for("tasks.get_task", task_id=str(task.id)))
+    return task_response(task, 201, Location=url_for("tasks.get_task", task_id=str(task["_id"])))
 
 
 @blp.route("", methods=["GET"])
@@ -108,7 +108,7 @@ def list_tasks(query):
 def get_task(task_id):
     """One task, with its ETag."""
     task = service.get_task(owner=current_user_id(), task_id=task_id)
-    etag = service.etag_for(task.version)
+    etag = service.etag_for(task["version"])
     if request.if_none_match.star_tag or request.if_none_match.contains_weak(etag):
         response = task_response(task, 304)
         response.set_data(b"")

@@ -108,7 +108,9 @@ class TaskPatchSchema(TaskInputSchema):
 
 
 class TaskSchema(Schema):
-    id = fields.String(dump_only=True, metadata={"example": "6b0cf4e5d9870db21da3bdfa"})
+    """A task as clients see it, dumped from the stored document (`_id` is its id)."""
+
+    id = fields.String(attribute="_id", dump_only=True, metadata={"example": "6b0cf4e5d9870db21da3bdfa"})
     title = fields.String(dump_only=True)
     description = fields.String(dump_only=True)
     status = fields.String(dump_only=True, metadata={"enum": list(STATUSES)})

@@ -10,11 +10,19 @@ from typing import Any
 
 from bson import ObjectId
 from flask import current_app
-from pymongo.errors import DuplicateKeyError
 
 from taskapi.errors import Conflict, NotFound, PreconditionFailed, ServiceUnavailable, ValidationFailed
-from taskapi.extensions import mongodb_engine
-from taskapi.models.task import NO_DUE_EARLIEST, NO_DUE_LATEST, PRIORITY_RANK, SORT_KEYS, Task, TaskCount, index_name
+from taskapi.extensions import get_redis, mongodb_engine
+from taskapi.models.task import (
+    EMBEDDED_RANGE_KEYS,
+    NO_DUE_EARLIEST,
+    NO_DUE_LATEST,
+    PRIORITY_RANK,
+    SORT_KEYS,
+    Task,
+    index_name,
+)
+from taskapi.security import PREFIX, redis_script
 from taskapi.services import cache, idempotency
 from taskapi.services.auth import parse_object_id
 from taskapi.services.paging import decode_cursor, encode_cursor, fingerprint
@@ -74,55 +82,85 @@ def _derived(values: dict[str, Any], *, previous_status: str | None, previous_co
 
 
 # --- create / read ----------------------------------------------------------------------------
+#
+# Tasks travel as plain documents (the dicts pymongo reads and writes), validated on the way in
+# by the input schemas and dumped on the way out by TaskSchema; the Task document declares the
+# collection and its indexes.
 
-def create_task(*, owner: str, data: dict[str, Any]) -> Task:
+def new_document(*, owner: str, data: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The stored form of a new task: writable fields with their defaults, derived fields."""
+    values = _derived({**DEFAULTS, **data}, previous_status=None, previous_completed=None, now=now)
+    return {"_id": ObjectId(), "owner": ObjectId(owner), **values, "created_at": now, "updated_at": now, "version": 1}
+
+
+def create_task(*, owner: str, data: dict[str, Any]) -> dict[str, Any]:
     """A new task, within the owner's quota (TASKS_MAX_PER_USER; 409 beyond it)."""
-    now = utcnow()
-    values = {**DEFAULTS, **data}
-    task = Task(owner=ObjectId(owner), created_at=now, updated_at=now, version=1,
-                **_derived(values, previous_status=None, previous_completed=None, now=now))
+    document = new_document(owner=owner, data=data, now=utcnow())
     reserve_slots(owner, 1)
     try:
-        task.save(force_insert=True)
+        Task._get_collection().insert_one(document)
     except Exception:
         release_slots(owner, 1)
         raise
     cache.bump(owner)
-    return task
+    return document
 
 
 # --- quota -------------------------------------------------------------------------------------
+#
+# taskapi:ntasks:{uid} in the main Redis counts the owner's tasks: one INCRBY per create, not a
+# second database write. The count is rebuilt from MongoDB whenever it is missing, and checked
+# against MongoDB before a create is refused, so a counter that drifted (a crash between the
+# two writes) never holds anyone back.
+
+QUOTA_SCRIPT = """
+local known = tonumber(ARGV[3])
+local n = redis.call('GET', KEYS[1])
+if known >= 0 then n = known elseif not n then return -1 end
+n = tonumber(n) + tonumber(ARGV[1])
+if tonumber(ARGV[2]) > 0 and n > tonumber(ARGV[2]) then
+  if known >= 0 then redis.call('SET', KEYS[1], known) end
+  return -2
+end
+redis.call('SET', KEYS[1], n)
+return n
+"""
+RELEASE_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECRBY', KEYS[1], ARGV[1]) end
+return 0
+"""
+
+
+def _count_key(owner: str) -> str:
+    return f"{PREFIX}ntasks:{owner}"
+
 
 def reserve_slots(owner: str, count: int, *, enforce: bool = True) -> None:
-    """Count `count` more tasks for the owner: one conditional $inc on their counter document,
-    which holds only while the quota (TASKS_MAX_PER_USER) has room; else 409."""
-    quota = current_app.config["TASKS_MAX_PER_USER"]
-    counters, oid = TaskCount._get_collection(), ObjectId(owner)
-    room = {"_id": oid, "n": {"$lte": quota - count}} if enforce and quota else {"_id": oid}
-    if counters.update_one(room, {"$inc": {"n": count}}).matched_count:
-        return
-    try:  # an owner's first task (migration 0003 counted the tasks that existed before counters)
-        counters.insert_one({"_id": oid, "n": 0})
-    except DuplicateKeyError:
-        pass
-    if not counters.update_one(room, {"$inc": {"n": count}}).matched_count:
+    """Count `count` more tasks for the owner; over TASKS_MAX_PER_USER (when enforced), 409."""
+    quota = current_app.config["TASKS_MAX_PER_USER"] if enforce else 0
+    script = redis_script(QUOTA_SCRIPT)
+    outcome = script(keys=[_count_key(owner)], args=[count, quota, -1])
+    if outcome in (-1, -2):  # unknown, or at the limit: count what is really there
+        actual = Task._get_collection().count_documents({"owner": ObjectId(owner)})
+        outcome = script(keys=[_count_key(owner)], args=[count, quota, actual])
+    if outcome == -2:
         raise Conflict(f"You have reached the limit of {quota} tasks; delete some to add more.")
 
 
 def release_slots(owner: str, count: int) -> None:
-    TaskCount._get_collection().update_one({"_id": ObjectId(owner)}, {"$inc": {"n": -count}})
+    redis_script(RELEASE_SCRIPT)(keys=[_count_key(owner)], args=[count])
 
 
 def erase_owner_data(*, owner: str) -> dict[str, int]:
     """Every task of the owner, their counter, idempotency records and cache entries."""
     deleted = Task._get_collection().delete_many({"owner": ObjectId(owner)}).deleted_count
-    TaskCount._get_collection().delete_one({"_id": ObjectId(owner)})
+    get_redis().delete(_count_key(owner))
     idempotency.forget(user_id=owner)
     cache.forget(owner)
     return {"tasks": deleted}
 
 
-def get_task(*, owner: str, task_id: str) -> Task:
+def get_task(*, owner: str, task_id: str) -> dict[str, Any]:
     """The caller's task; another user's, an unknown and a malformed id are the same 404.
 
     MongoDB reads by `_id` and `owner` (the shard key's prefix: one shard answers). SecantusDB
@@ -138,39 +176,40 @@ def get_task(*, owner: str, task_id: str) -> Task:
         doc = Task._get_collection().find_one({"_id": oid, "owner": owner_id})
     if doc is None:
         raise NotFound(NO_TASK)
-    return Task._from_son(doc)
+    return doc
 
 
 # --- update / delete ----------------------------------------------------------------------------
 
 def update_task(*, owner: str, task_id: str, changes: dict[str, Any], replace: bool = False,
-                precondition: Precondition | None = None) -> Task:
+                precondition: Precondition | None = None) -> dict[str, Any]:
     """PATCH (changes only) or PUT (every writable field, omitted ones reset to defaults).
 
     One conditional write on `version`: if another writer got there first, an If-Match
     request fails with 412; an unconditional one re-reads and re-applies, so no update is
     lost and `version` counts exactly the writes that changed something. The write is an
-    `update_one` whose result is computed here (the version check makes it exact): SecantusDB
-    scans its whole collection for every findAndModify.
+    `update_one` of the fields that change, whose result is computed here (the version check
+    makes it exact): SecantusDB scans its whole collection for every findAndModify.
     """
     collection = Task._get_collection()
     oid = parse_object_id(task_id, NO_TASK)
     for _ in range(MAX_WRITE_ATTEMPTS):
         current = get_task(owner=owner, task_id=task_id)
         if precondition is not None:
-            precondition.check(current.version)
+            precondition.check(current["version"])
         target = {**DEFAULTS, **changes} if replace else {**{f: current[f] for f in WRITABLE}, **changes}
         if all(_same(current[f], target[f]) for f in WRITABLE):
             return current  # nothing changes: no write, no new version
         now = utcnow()
-        values = {**_derived({f: target[f] for f in WRITABLE}, previous_status=current.status,
-                             previous_completed=current.completed_at, now=now), "updated_at": now}
-        written = collection.update_one(_version_filter(oid, owner, current.version),
-                                        {"$set": values, "$inc": {"version": 1}})
+        values = _derived({f: target[f] for f in WRITABLE}, previous_status=current["status"],
+                          previous_completed=current["completed_at"], now=now)
+        changed = {name: value for name, value in values.items() if not _same(current.get(name), value)}
+        changed["updated_at"] = now
+        written = collection.update_one(_version_filter(oid, owner, current["version"]),
+                                        {"$set": changed, "$inc": {"version": 1}})
         if written.matched_count:
-            for name, value in values.items():
-                setattr(current, name, value)
-            current.version += 1
+            current.update(changed)
+            current["version"] += 1
             cache.bump(owner)
             return current
         if precondition is not None:
@@ -197,8 +236,8 @@ def delete_task(*, owner: str, task_id: str, precondition: Precondition | None =
     query = {"_id": parse_object_id(task_id, NO_TASK), "owner": ObjectId(owner)}  # _id first: a point lookup
     if precondition is not None:
         current = get_task(owner=owner, task_id=task_id)
-        precondition.check(current.version)
-        query["version"] = current.version
+        precondition.check(current["version"])
+        query["version"] = current["version"]
     if collection.delete_one(query).deleted_count == 0:
         get_task(owner=owner, task_id=task_id)  # gone: 404
         raise PreconditionFailed()  # still there: it changed under the If-Match
@@ -214,10 +253,11 @@ def delete_task(*, owner: str, task_id: str, precondition: Precondition | None =
 #              stops after `limit` matches, whatever the collection holds.
 #   SecantusDB (the embedded default) - any hint makes it walk the whole hinted index, and any
 #              top-level $and/$or/$nor makes it scan the collection; it always sorts the matches
-#              in memory. So: no hint, a flat first filter it serves from an index (owner, then
-#              status or one tag, then a range of the sort key where an index has it next),
-#              and every other condition in a second $match that runs on those candidates
-#              only. Cost follows the caller's matching tasks, never the collection.
+#              in memory, and rewrites every index entry of a task on each update. So it keeps
+#              one task index (owner, created_at, _id: models/task.py), and a query is a flat
+#              first filter that index serves (owner, and a created_at range: a window, below)
+#              with every other condition in a second $match on those candidates. Cost follows
+#              the caller's matching tasks (within the window), never the collection.
 # Both return the same pages (tests/test_task_plans.py walks every shape on both).
 
 @dataclass
@@ -355,24 +395,17 @@ class FlatPlan:
 
 def plan_flat(*, owner: str, filters: dict[str, Any], sort: str, now: datetime,
               after: list[Any] | None = None, edge: Any = None) -> FlatPlan:
-    """SecantusDB: the first filter holds only what an index serves (its planner takes equality
-    fields, then at most one operator field that an index has right after them); the rest goes
-    to a second stage. `edge` bounds the far side of the sort key's range (see list_tasks)."""
+    """SecantusDB: the first filter holds only what its one task index serves (owner, then a
+    range of created_at); every other condition goes to a second stage, evaluated on those
+    candidates. `edge` bounds the far side of a created_at range (see list_tasks)."""
     c = conditions(filters=filters, sort=sort, now=now, after=after)
     key = c.sort_key
     indexed: dict[str, Any] = {"owner": ObjectId(owner)}
     residual: list[dict[str, Any]] = []
-    # Whether an index has the sort key right after what is in `indexed` (so a range on it bounds the scan).
-    key_follows = True
     if c.statuses:
-        indexed["status"] = _one_or_in(c.statuses)  # owner, status, <key>, _id exists for every key
-        key_follows = len(c.statuses) == 1
+        residual.append({"status": _one_or_in(c.statuses)})
     if c.tags:
-        if "status" in indexed:
-            residual.append({"tags": _one_or_in(c.tags)})
-        else:
-            indexed["tags"] = _one_or_in(c.tags)
-            key_follows = len(c.tags) == 1 and key == "created_at"  # owner, tags, created_at, _id
+        residual.append({"tags": _one_or_in(c.tags)})
     if c.priorities:
         residual.append({"priority": _one_or_in(c.priorities)})
     bounds: dict[str, Any] = {}
@@ -391,7 +424,7 @@ def plan_flat(*, owner: str, filters: dict[str, Any], sort: str, now: datetime,
     if edge is not None:
         bounds = _narrower(bounds, {"$lte" if c.direction == 1 else "$gte": edge})
     if bounds:
-        if key_follows:
+        if key in EMBEDDED_RANGE_KEYS:
             indexed[key] = _inclusive_upper_as_exclusive(bounds)
         else:
             residual.append({key: bounds})
@@ -434,7 +467,7 @@ def _due_key_bounds(key: str, due: dict[str, datetime]) -> dict[str, datetime]:
 
 
 def list_tasks(*, owner: str, filters: dict[str, Any], sort: str, limit: int,
-               cursor: str | None = None) -> tuple[list[Task], str | None]:
+               cursor: str | None = None) -> tuple[list[dict], str | None]:
     """One page in sort order and the cursor of the next."""
     binding = {"owner": owner, "filters": filters, "sort": sort}
     after, edge = None, None
@@ -453,8 +486,8 @@ def list_tasks(*, owner: str, filters: dict[str, Any], sort: str, limit: int,
 
 
 def _page(docs: list[dict], limit: int, binding: dict[str, Any], sort_key: str,
-          edge: int | None = None) -> tuple[list[Task], str | None]:
-    tasks = [Task._from_son(doc) for doc in docs[:limit]]
+          edge: int | None = None) -> tuple[list[dict], str | None]:
+    tasks = docs[:limit]
     if len(docs) <= limit:
         return tasks, None
     last = docs[limit - 1]
@@ -473,8 +506,11 @@ WINDOW_PAGES = 2
 
 
 def _list_flat(*, owner: str, binding: dict[str, Any], limit: int, after: list[Any] | None,
-               cursor_edge: int | None, first: bool) -> tuple[list[Task], str | None]:
+               cursor_edge: int | None, first: bool) -> tuple[list[dict], str | None]:
     filters, sort = binding["filters"], binding["sort"]
+    if SORT_KEYS[_sort_name(sort)] not in EMBEDDED_RANGE_KEYS:  # no index to read a window from
+        docs = _run_flat(plan_flat(owner=owner, filters=filters, sort=sort, now=utcnow(), after=after), limit + 1)
+        return _page(docs or [], limit, binding, SORT_KEYS[_sort_name(sort)])
     shape = fingerprint({**binding, "limit": limit})  # an edge is two pages of this size
     edge = cache.page_edge(owner, shape) if first else cursor_edge
     fetch = (limit + 1) * WINDOW_PAGES
