@@ -14,7 +14,7 @@ from taskapi.extensions import mongodb_engine
 from taskapi.models.task import NO_DUE_EARLIEST, NO_DUE_LATEST, PRIORITY_RANK, Task, indexes_for
 from taskapi.models.user import User
 from taskapi.services import cache
-from taskapi.services.tasks import reserve_slots
+from taskapi.services.tasks import reserve_slots, set_task_count
 
 BATCH = 1000
 WORDS = ("review", "write", "call", "plan", "fix", "buy", "book", "send", "update", "clean", "prepare", "check")
@@ -80,14 +80,18 @@ def seed(*, users: int, tasks_per_user: int, password: str, email_pattern: str =
         for n in range(1, users + 1):
             owner, created = ensure_user(email=email_pattern.format(n=n), password_hash=password_hash)
             created_users += created
+            if not bulk_load:
+                reserve_slots(owner, tasks_per_user, enforce=False)  # counts what the user has first
             batch: list[dict] = []
             for doc in task_documents(owner, tasks_per_user, now=now, rng=rng):
                 batch.append(doc)
                 if len(batch) == BATCH:
-                    inserted += _insert(collection, owner, batch, progress)
+                    inserted += _insert(collection, batch, progress)
                     batch = []
             if batch:
-                inserted += _insert(collection, owner, batch, progress)
+                inserted += _insert(collection, batch, progress)
+            if bulk_load:  # the collection was empty: this user has exactly these
+                set_task_count(owner, tasks_per_user)
             cache.bump(owner)  # cached pages of this user no longer tell the truth
     finally:
         if bulk_load:
@@ -96,8 +100,7 @@ def seed(*, users: int, tasks_per_user: int, password: str, email_pattern: str =
     return {"users_created": created_users, "tasks_inserted": inserted}
 
 
-def _insert(collection, owner: str, batch: list[dict], progress: Callable[[int], None]) -> int:  # noqa: ANN001
-    reserve_slots(owner, len(batch), enforce=False)
+def _insert(collection, batch: list[dict], progress: Callable[[int], None]) -> int:  # noqa: ANN001
     collection.insert_many(batch, ordered=False)
     progress(len(batch))
     return len(batch)

@@ -147,6 +147,11 @@ def reserve_slots(owner: str, count: int, *, enforce: bool = True) -> None:
         raise Conflict(f"You have reached the limit of {quota} tasks; delete some to add more.")
 
 
+def set_task_count(owner: str, count: int) -> None:
+    """What a bulk load into an empty collection knows: exactly how many tasks the owner has."""
+    get_redis().set(_count_key(owner), count)
+
+
 def release_slots(owner: str, count: int) -> None:
     redis_script(RELEASE_SCRIPT)(keys=[_count_key(owner)], args=[count])
 
@@ -508,9 +513,6 @@ WINDOW_PAGES = 2
 def _list_flat(*, owner: str, binding: dict[str, Any], limit: int, after: list[Any] | None,
                cursor_edge: int | None, first: bool) -> tuple[list[dict], str | None]:
     filters, sort = binding["filters"], binding["sort"]
-    if SORT_KEYS[_sort_name(sort)] not in EMBEDDED_RANGE_KEYS:  # no index to read a window from
-        docs = _run_flat(plan_flat(owner=owner, filters=filters, sort=sort, now=utcnow(), after=after), limit + 1)
-        return _page(docs or [], limit, binding, SORT_KEYS[_sort_name(sort)])
     shape = fingerprint({**binding, "limit": limit})  # an edge is two pages of this size
     edge = cache.page_edge(owner, shape) if first else cursor_edge
     fetch = (limit + 1) * WINDOW_PAGES
@@ -529,8 +531,10 @@ def _list_flat(*, owner: str, binding: dict[str, Any], limit: int, after: list[A
     if first:
         if len(tokens) == fetch:
             learned = tokens[-1]  # the window that held these holds two pages
+        elif complete and len(tokens) > limit:
+            learned = tokens[limit]  # few matches in all: a window of one page and one more
         elif complete:
-            learned = None  # the whole match fits in two pages: no window needed
+            learned = None  # everything fits on one page: no window needed
         else:
             learned = edge  # the window still held a page
         if learned != edge:
