@@ -502,20 +502,25 @@ def _page(docs: list[dict], limit: int, binding: dict[str, Any], sort_key: str,
 
 # SecantusDB reads every candidate of a query and sorts them all before it takes the page, so
 # an open-ended range costs every matching task the caller has. A page is therefore read as a
-# *window* of the sort key: from the cursor (or the top) to an edge about WINDOW_PAGES pages
-# away. The first page's edge is remembered per caller and query shape (cache.page_edge); the
+# *window* of the sort key: from the cursor (or the top) to an edge a page and a margin away
+# (window_size). The first page's edge is remembered per caller and query shape (cache.page_edge); the
 # next page's travels in the cursor. A window that holds at least limit + 1 matches gives the
 # exact page (everything outside it sorts after everything inside); one that holds fewer is
 # read again without the edge, which also learns a new one. Edges only ever cost speed.
-WINDOW_PAGES = 2
+def window_size(limit: int) -> int:
+    """Matches a window is sized to hold: the page, one more to know there is a next page, and
+    a margin for tasks deleted since the edge was learned. Every match the window holds beyond
+    the page is read and sorted for nothing, and a filter that matches one task in five reads
+    five tasks per match, so the margin is small."""
+    return limit + 1 + max(4, limit // 4)
 
 
 def _list_flat(*, owner: str, binding: dict[str, Any], limit: int, after: list[Any] | None,
                cursor_edge: int | None, first: bool) -> tuple[list[dict], str | None]:
     filters, sort = binding["filters"], binding["sort"]
-    shape = fingerprint({**binding, "limit": limit})  # an edge is two pages of this size
+    shape = fingerprint({**binding, "limit": limit})  # an edge is a window of this page size
     edge = cache.page_edge(owner, shape) if first else cursor_edge
-    fetch = (limit + 1) * WINDOW_PAGES
+    fetch = window_size(limit)
     now = utcnow()
     docs, complete = None, False
     if edge is not None:
@@ -530,7 +535,7 @@ def _list_flat(*, owner: str, binding: dict[str, Any], limit: int, after: list[A
     tokens = [_position_token(doc[sort_key]) for doc in docs]
     if first:
         if len(tokens) == fetch:
-            learned = tokens[-1]  # the window that held these holds two pages
+            learned = tokens[-1]  # the window that held these holds a page and the margin
         elif complete and len(tokens) > limit:
             learned = tokens[limit]  # few matches in all: a window of one page and one more
         elif complete:
