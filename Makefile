@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test fuzz e2e nginx wrk bench clean
+.PHONY: install run test lint fuzz e2e nginx wrk bench clean
 
 install: $(STAMP)
 
@@ -15,13 +15,20 @@ $(STAMP): requirements.txt requirements-dev.txt
 	@touch $(STAMP)
 
 run: install
-	exec $(PY) -m taskapi.devserver
+	exec $(PY) -m taskapi.runtime.devserver
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# ruff (style, bugs, import order), mypy (strict on services and the token code), and the
+# import contracts of pyproject.toml (layers; the app never imports the dev runner or tests).
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
 fuzz: install
-	$(PY) tests/fuzz/schemathesis_run.py
+	$(PY) -m tests.fuzz.schemathesis_run
 
 # Debian's Nginx, for the end-to-end suite (installed only if missing; never started as a service).
 nginx:

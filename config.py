@@ -66,7 +66,7 @@ def default_workers() -> int:
 
 
 class Config:
-    """Settings shared by every environment; see API.md "Running it"."""
+    """Settings shared by every environment; see README "Configuration"."""
 
     ENV_NAME = "base"
     TESTING = False

@@ -7,7 +7,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from config import ConfigError, get_config  # noqa: E402 - needs the path above
+from config import ConfigError, get_config
 
 try:
     _config = get_config()  # validated in the master: a bad setting stops the start with one line
@@ -19,7 +19,7 @@ bind = f"{_config.HOST}:{_config.PORT}"
 workers = _config.WORKERS
 # gthread keeps HTTP keep-alive to Nginx and lets a worker overlap I/O waits on MongoDB/Redis;
 # this subclass answers gunicorn's own parse errors (414, 431, …) as problem+json, not HTML.
-worker_class = "taskapi.serving.ProblemThreadWorker"
+worker_class = "taskapi.runtime.serving.ProblemThreadWorker"
 threads = int(os.environ.get("THREADS", "4"))
 keepalive = 5
 # A worker silent for 30 s is stuck (every dependency call times out in ~2 s): recycle it.
@@ -40,7 +40,7 @@ errorlog = "-"
 # user id; JSON in production), so gunicorn's own access log is off unless asked for; when on,
 # it is JSON lines with the request id too.
 accesslog = "-" if os.environ.get("GUNICORN_ACCESS_LOG") else None
-logger_class = "taskapi.serving.JsonAccessLogger"
+logger_class = "taskapi.runtime.serving.JsonAccessLogger"
 
 # Prometheus multiprocess mode: every worker writes its samples here and /metrics sums them.
 # Set before the workers fork (they import prometheus_client after), wiped at each start.

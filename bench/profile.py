@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from taskapi import create_app, devserver
+from taskapi import create_app
+from taskapi.runtime import devserver
 from tests.servers import MongoServer, RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]

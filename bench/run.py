@@ -2,7 +2,7 @@
 
 Each data set is seeded into a fresh database (SecantusDB on disk, as `make run` keeps it),
 with two Redis servers (revocation state; the cache) and gunicorn with 3 workers, production
-config, rate limits off (API.md allows that for benchmarks):
+config, rate limits off (the benchmark measures the work, not the limiter):
 
   small   one user with 50 tasks: /healthz, cached reads, login, the cached list through
           Nginx, and the uncached first page (1 connection)
@@ -30,15 +30,15 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pymongo
 import requests
 from bson import ObjectId
 
-from taskapi import devserver
+from taskapi.runtime import devserver
 from tests.servers import GunicornServer, MongoServer, NginxServer, RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,7 +100,7 @@ def raw_load(operation: Callable[[], object], connections: int, seconds: int = S
         stop_at = time.monotonic() + (2 if run == 0 else seconds)
         latencies: list[list[float]] = [[] for _ in range(connections)]
 
-        def loop(mine: list[float]) -> None:
+        def loop(mine: list[float], stop_at: float = stop_at) -> None:
             while time.monotonic() < stop_at:
                 started = time.perf_counter()
                 operation()
@@ -238,7 +238,7 @@ def raw_phase(results: Results, uri: str, env: dict[str, str], base: str, token:
     from taskapi import create_app
     from taskapi.services import cache
     from taskapi.services.paging import fingerprint
-    from taskapi.services.tasks import plan_flat, utcnow, _position_value
+    from taskapi.services.tasks import _position_value, plan_flat, utcnow
 
     saved = dict(os.environ)
     os.environ.update(env)

@@ -1,4 +1,9 @@
-"""taskapi: the application factory, made of one named step per concern."""
+"""taskapi: the application factory, one step per concern, each named for what it does.
+
+The order of the steps is the order of the request hooks: Flask runs `before_request` hooks
+in the order they were added and `after_request` hooks in reverse, so what is added first
+sees a request first and its response last (the log line, with the final status).
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,25 @@ import pymongo
 from flask import Flask
 
 from config import Config, get_config
+from taskapi.api import auth, ops, stats, tasks, users
+from taskapi.cli import register_commands
+from taskapi.extensions import init_mongo, init_redis
+from taskapi.http import body, headers, logs
+from taskapi.http.api import init_api
+from taskapi.http.limits import init_limiter
+from taskapi.http.metrics import mount_metrics
+from taskapi.http.problems import register_error_handlers
+from taskapi.services.cache import init_cache
+from taskapi.services.tokens import init_jwt
 
 
 class TaskApiFlask(Flask):
     """Flask with one MongoDB time budget per request: every MongoDB operation of a request
     shares MONGODB_REQUEST_TIMEOUT_MS (pymongo's client-side operation timeout), and each
     carries the remaining budget as maxTimeMS, so the server abandons work the client no
-    longer waits for. A request past its budget answers 503 (errors.dependency_problem)."""
+    longer waits for. A request past its budget answers 503 (http/problems.dependency_problem)."""
 
-    def full_dispatch_request(self):  # type: ignore[no-untyped-def]
+    def full_dispatch_request(self):
         with pymongo.timeout(self.config["MONGODB_REQUEST_TIMEOUT_MS"] / 1000):
             return super().full_dispatch_request()
 
@@ -27,64 +42,47 @@ def create_app(config: Config | str | None = None) -> Flask:
     app.config.from_object(config)
     app.config["ENV_NAME"] = config.ENV_NAME
 
-    register_logging(app)
-    register_extensions(app)
-    register_blueprints(app)
-    register_hardening(app)
-    register_errors(app)
+    logs.configure_logging(app)
+    connect_datastores(app)
+    init_jwt(app)
+    add_request_hooks(app)
+    mount_routes(app)
+    headers.init_security_headers(app)
+    init_limiter(app)  # after the routes: it reads the limits and exemptions they declare
+    register_error_handlers(app)
     register_commands(app)
     return app
 
 
-def register_logging(app: Flask) -> None:
-    from taskapi.logs import configure_logging, register_request_logging
-    from taskapi.metrics import init_metrics
-
-    configure_logging(app)
-    register_request_logging(app)
-    init_metrics(app)
-
-
-def register_extensions(app: Flask) -> None:
-    from taskapi.extensions import init_api, init_mongo, init_redis
-    from taskapi.security import init_jwt
-    from taskapi.services.cache import init_cache
-    from taskapi.web import register_request_hooks
-
-    register_request_hooks(app)
+def connect_datastores(app: Flask) -> None:
+    """MongoDB, the main Redis (revocation, limits, idempotency) and the cache's own Redis."""
     init_mongo(app)
     init_redis(app)
-    init_jwt(app)
     init_cache(app)
-    init_api(app)
 
 
-def register_blueprints(app: Flask) -> None:
-    from taskapi.api import auth, ops, stats, tasks, users
-    from taskapi.extensions import get_api
+def add_request_hooks(app: Flask) -> None:
+    """What happens to every request, in order, before and after its view."""
+    app.json = body.OrjsonProvider(app)
+    app.before_request(logs.start_timer)
+    app.before_request(headers.assign_request_id)
+    app.before_request(body.gate_request_body)
+    # After the view, last added runs first: the rate limiter's headers (added later, in
+    # init_limiter) come before drop_stray_retry_after, which runs before no_store and the
+    # request id; the log line is written last, with the final status.
+    app.after_request(logs.log_request)
+    app.after_request(headers.add_request_id)
+    app.after_request(headers.no_store)
+    app.after_request(headers.drop_stray_retry_after)
 
-    api = get_api(app)
+
+def mount_routes(app: Flask) -> None:
+    """The API blueprints (and their OpenAPI), the docs assets and /metrics."""
+    api = init_api(app)
     api.register_blueprint(ops.blp)
     app.register_blueprint(ops.assets)
     api.register_blueprint(auth.blp, url_prefix="/api/v1/auth")
     api.register_blueprint(tasks.blp, url_prefix="/api/v1/tasks")
     api.register_blueprint(stats.blp, url_prefix="/api/v1/stats")
     api.register_blueprint(users.blp, url_prefix="/api/v1/users")
-
-
-def register_hardening(app: Flask) -> None:
-    from taskapi.hardening import init_hardening
-
-    init_hardening(app)
-
-
-def register_errors(app: Flask) -> None:
-    from taskapi.errors import register_error_handlers
-
-    register_error_handlers(app)
-
-
-def register_commands(app: Flask) -> None:
-    from taskapi.commands import register
-
-    register(app)
+    mount_metrics(app)

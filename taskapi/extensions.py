@@ -1,67 +1,19 @@
-"""Unbound extension objects, bound in the factory; MongoDB and Redis connect lazily (fork-safe)."""
+"""The connections every layer uses: MongoDB (through MongoEngine) and Redis, registered in the
+factory and connected lazily (fork-safe: each gunicorn worker connects itself). A leaf: it
+imports nothing of taskapi above the models."""
 
 from __future__ import annotations
 
-from http import HTTPStatus
+from typing import Any
 
 import mongoengine
 import redis
 from flask import Flask, current_app
-from flask_smorest import Api
 from pymongo.database import Database
-from werkzeug.routing import BaseConverter
 
-from taskapi import errors
 from taskapi.models import server_engine
-from taskapi.schemas.common import ProblemSchema
 
-
-class TaskApi(Api):
-    """flask-smorest Api whose errors are problem+json and documented as such."""
-
-    ERROR_SCHEMA = ProblemSchema
-
-    def handle_http_exception(self, error):  # called by flask-smorest for every HTTPException
-        return errors.handle_http_exception(error)
-
-    def _register_responses(self):
-        """The shared error responses (UNPROCESSABLE_ENTITY, DEFAULT_ERROR, …) are problem+json."""
-        for status in HTTPStatus:
-            response = {"description": status.phrase}
-            if status >= 400:
-                response["content"] = {errors.PROBLEM_MIMETYPE: {"schema": "Problem"}}
-            self.spec.components.response(status.name, response, lazy=True)
-        self.spec.components.response(
-            "DEFAULT_ERROR",
-            {"description": "Any other error (RFC 9457 problem details).",
-             "content": {errors.PROBLEM_MIMETYPE: {"schema": "Problem"}}},
-            lazy=True,
-        )
-
-
-class IdConverter(BaseConverter):
-    """`<id:…>` path segments: documented as 24-hex ObjectIds, matched loosely so that a
-    malformed id reaches the service and gets the very 404 an unknown id gets."""
-
-    regex = "[^/]+"
-
-
-ID_SCHEMA = {"type": "string", "pattern": "^[0-9a-fA-F]{24}$", "example": "6b0cf4e5d9870db21da3bdfa"}
-
-
-def init_api(app: Flask) -> TaskApi:
-    """One Api per app (the OpenAPI spec is per app), kept in app.extensions."""
-    app.url_map.converters["id"] = IdConverter
-    app.extensions["taskapi_api"] = api = TaskApi(app)
-    api.register_converter(IdConverter, lambda converter: dict(ID_SCHEMA))
-    api.spec.components.security_scheme(
-        "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                       "description": "Access token from POST /api/v1/auth/login (refresh token for /auth/refresh)."})
-    return api
-
-
-def get_api(app: Flask) -> TaskApi:
-    return app.extensions["taskapi_api"]
+PREFIX = "taskapi:"  # every Redis key of taskapi starts with this
 
 MONGO_ALIAS = "default"
 
@@ -119,6 +71,14 @@ def init_redis(app: Flask) -> None:
 
 def get_redis() -> redis.Redis:
     return current_app.extensions["redis"]
+
+
+def redis_script(source: str) -> Any:
+    """A registered Lua script on this app's Redis (EVALSHA, loaded on first use)."""
+    scripts = current_app.extensions.setdefault("redis_scripts", {})
+    if source not in scripts:
+        scripts[source] = get_redis().register_script(source)
+    return scripts[source]
 
 
 def redis_eviction_warning(url: str, cache_url: str) -> str | None:

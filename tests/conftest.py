@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from taskapi import create_app, migrate
+from taskapi import create_app
+from taskapi.cli import migrate
 from taskapi.extensions import get_db, get_redis
 from tests.servers import MongoServer, RedisServer
 

@@ -35,7 +35,7 @@ def header_of(token: str) -> dict:
 
 
 def assert_problem(response, status: int) -> dict:
-    """problem+json with the envelope API.md promises, and nothing a client should not see."""
+    """problem+json with the envelope docs/api.md describes, and nothing a client should not see."""
     assert response.status_code == status, response.get_data(as_text=True)
     assert response.mimetype == "application/problem+json"
     body = response.get_json(force=True)

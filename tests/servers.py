@@ -6,14 +6,14 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import requests
 
 from config import ROOT
-from taskapi import devserver
+from taskapi.runtime import devserver
 
 
 class MongoServer:
@@ -27,7 +27,7 @@ class MongoServer:
         self.process: subprocess.Popen | None = None
         self.uri = devserver.mongo_uri(self.port, "taskapi_test")
 
-    def start(self) -> "MongoServer":
+    def start(self) -> MongoServer:
         self.process = devserver.start_secantus(self.port, self.storage, self.log_path, self.extra)
         devserver.wait_until(lambda: devserver.ping_mongo(self.uri), self.process, "SecantusDB", self.log_path)
         return self
@@ -49,7 +49,7 @@ class RedisServer:
         self.process: subprocess.Popen | None = None
         self.url = f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         self.process = devserver.start_redis(self.port, self.directory, self.log_path, **self.options)
         devserver.wait_until(lambda: devserver.ping_redis(self.url), self.process, "Redis", self.log_path)
         return self
@@ -78,8 +78,8 @@ class GunicornServer:
         self.base = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "GunicornServer":
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+    def start(self) -> GunicornServer:
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115 - the child keeps it
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -141,7 +141,7 @@ class NginxServer:
         return subprocess.run(["nginx", "-t", "-c", str(self.conf), "-e", str(self.workdir / "error.log")],
                               capture_output=True, text=True)
 
-    def start(self) -> "NginxServer":
+    def start(self) -> NginxServer:
         self.process = subprocess.Popen(
             ["nginx", "-c", str(self.conf), "-e", str(self.workdir / "error.log"), "-g", "daemon off;"],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)

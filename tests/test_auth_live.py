@@ -38,7 +38,7 @@ def test_redis_down_fails_closed_then_recovers(make_app, log_dir):
     try:
         application = make_app(MONGODB_URI=mongo.uri, REDIS_URL=cache.url)
         with application.app_context():
-            from taskapi import migrate
+            from taskapi.cli import migrate
             from taskapi.extensions import get_db
 
             migrate.upgrade(get_db())

@@ -82,7 +82,8 @@ def test_every_documented_variable_is_read(monkeypatch):
         "7/minute", "3/minute", "2/minute", "4/hour")
     assert (config.CACHE_TTL_SECONDS, config.TRUSTED_PROXY_COUNT, config.MAX_CONTENT_LENGTH) == (9, 1, 1024)
     assert config.CORS_ORIGINS == ["https://a.example", "https://b.example"]
-    assert (config.HOST, config.PORT, config.WORKERS, config.LOG_LEVEL, config.LOG_FORMAT) == ("0.0.0.0", 9000, 5, "DEBUG", "json")
+    settings = (config.HOST, config.PORT, config.WORKERS, config.LOG_LEVEL, config.LOG_FORMAT)
+    assert settings == ("0.0.0.0", 9000, 5, "DEBUG", "json")
 
 
 def test_development_defaults_point_at_embedded_servers(monkeypatch, tmp_path):
@@ -92,7 +93,7 @@ def test_development_defaults_point_at_embedded_servers(monkeypatch, tmp_path):
     config = get_config("development")
     assert config.MONGODB_URI.startswith("mongodb://127.0.0.1:27117/taskapi")
     assert config.REDIS_URL == "redis://127.0.0.1:6390/0"
-    assert config.WORKERS == 2 * (os.cpu_count() or 1) + 1
+    assert 2 * (os.cpu_count() or 1) + 1 == config.WORKERS
     assert config.LOG_FORMAT == "text"
 
 
@@ -121,7 +122,8 @@ def test_concurrent_workers_agree_on_the_development_secret(tmp_path):
     [("PORT", "eighty", "PORT must be an integer"), ("RATELIMIT_ENABLED", "maybe", "RATELIMIT_ENABLED must be true or false"),
      ("TASKAPI_ENV", "staging", "TASKAPI_ENV must be one of"), ("LOG_FORMAT", "xml", "LOG_FORMAT must be text or json"),
      ("MAX_CONTENT_LENGTH", "0", "MAX_CONTENT_LENGTH must be >= 1"),
-     ("RATELIMIT_LOGIN", "lots", "RATELIMIT_LOGIN must be a rate"), ("RATELIMIT_DEFAULT", "9/fortnight", "RATELIMIT_DEFAULT must be a rate")],
+     ("RATELIMIT_LOGIN", "lots", "RATELIMIT_LOGIN must be a rate"),
+     ("RATELIMIT_DEFAULT", "9/fortnight", "RATELIMIT_DEFAULT must be a rate")],
 )
 def test_bad_values_are_one_clear_error(monkeypatch, key, value, message):
     monkeypatch.setenv(key, value)

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from config import ROOT
-from taskapi import devserver
+from taskapi.runtime import devserver
 from tests.servers import descendants, wait_gone, wait_http
 
 
@@ -23,7 +23,7 @@ def start_runner(var_dir, ports):
     env.update(TASKAPI_ENV="development", TASKAPI_VAR_DIR=str(var_dir), WORKERS="2",
                EMBEDDED_MONGODB_PORT=str(ports["mongo"]), EMBEDDED_REDIS_PORT=str(ports["redis"]),
                EMBEDDED_CACHE_REDIS_PORT=str(ports["cache"]), PORT=str(ports["http"]))
-    return subprocess.Popen([sys.executable, "-m", "taskapi.devserver"], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "taskapi.runtime.devserver"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

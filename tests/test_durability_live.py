@@ -15,7 +15,7 @@ from tests.servers import MongoServer
 def test_kill_9_of_the_embedded_server_loses_no_acknowledged_write(make_app, log_dir, tmp_path):
     server = MongoServer(log_dir, storage=str(tmp_path / "db")).start()
     try:
-        from taskapi import devserver
+        from taskapi.runtime import devserver
 
         devserver.apply_migrations(server.uri)
         client = make_app(MONGODB_URI=server.uri).test_client()

@@ -8,8 +8,9 @@ import pytest
 from marshmallow import Schema, fields, validate
 
 from taskapi import create_app
-from taskapi.extensions import get_api, get_db
-from taskapi.web import Blueprint
+from taskapi.extensions import get_db
+from taskapi.http.api import get_api
+from taskapi.http.blueprint import Blueprint
 from tests.helpers import assert_problem
 
 

@@ -175,7 +175,7 @@ def test_limits_fall_back_to_memory_when_redis_is_down(make_app, log_dir):
     try:
         application = make_app(MONGODB_URI=mongo.uri, REDIS_URL=cache.url, RATELIMIT_LOGIN="4/minute")
         with application.app_context():
-            from taskapi import migrate
+            from taskapi.cli import migrate
             from taskapi.extensions import get_db
 
             migrate.upgrade(get_db())

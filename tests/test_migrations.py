@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import textwrap
+from datetime import UTC
 
 import pytest
 
-from taskapi import migrate
+from taskapi.cli import migrate
 from taskapi.extensions import get_db
 
 
@@ -74,9 +75,9 @@ def test_duplicate_numbers_are_refused(db, tmp_path):
 
 def test_held_lock_blocks_a_second_upgrader(db, tmp_path):
     write(tmp_path, "0001_a.py", "def upgrade(db):\n    db.x.insert_one({})\n")
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    db[migrate.LOCKS].insert_one({"_id": "upgrade", "taken_at": datetime.now(timezone.utc)})
+    db[migrate.LOCKS].insert_one({"_id": "upgrade", "taken_at": datetime.now(UTC)})
     with pytest.raises(RuntimeError, match="holds the migration lock"):
         migrate.upgrade(db, tmp_path, wait_seconds=0.5)
     assert db.x.count_documents({}) == 0

@@ -8,7 +8,7 @@ import logging
 import pytest
 import requests
 
-from taskapi.logs import RedactFilter
+from taskapi.http.logs import RedactFilter
 from tests.helpers import bearer, login, register
 from tests.servers import gunicorn
 

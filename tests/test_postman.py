@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from config import ROOT
-from taskapi.commands import COLLECTION
-from taskapi.postman import SCHEMA_URL, build_collection
+from taskapi.cli import COLLECTION
+from taskapi.cli.postman import SCHEMA_URL, build_collection
 
 
 def test_committed_collection_matches_the_spec(app, runner, tmp_path):

@@ -67,8 +67,9 @@ def test_readyz_names_mongodb_down_quickly_and_recovers(own_app, own_servers):
 
 
 def test_route_needing_mongodb_answers_503_problem_when_down(own_servers, make_app):
-    from taskapi.extensions import get_api, get_db
-    from taskapi.web import Blueprint
+    from taskapi.extensions import get_db
+    from taskapi.http.api import get_api
+    from taskapi.http.blueprint import Blueprint
     from tests.helpers import assert_problem
 
     mongo, cache = own_servers

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from taskapi import devserver
-from tests.helpers import PASSWORD, assert_problem, bearer, login, register
+from taskapi.runtime import devserver
+from tests.helpers import assert_problem, bearer, login, register
 
 ACL = """user default off
 user taskapi on >s3cret-redis-pass ~taskapi:* ~LIMITS:* &* +@all -@dangerous +info +ping

@@ -180,7 +180,7 @@ def test_two_admins_demoting_each_other_at_once_leave_one_admin(app, client, adm
         results: dict[int, int] = {}
         barrier = threading.Barrier(2)
 
-        def demote(me: int) -> None:
+        def demote(me: int, barrier=barrier, results=results, ids=ids, tokens=tokens) -> None:
             other = app.test_client()
             barrier.wait()
             results[me] = other.patch(f"/api/v1/users/{ids[1 - me]}", json={"role": "user"},

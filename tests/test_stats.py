@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from bson import ObjectId
@@ -33,7 +33,7 @@ def create(client, headers, **fields):
 
 def not_near_midnight():
     """Day boundaries move under a test that runs in the last seconds of a UTC day."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     to_midnight = (now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1) - now).total_seconds()
     if to_midnight < 90:
         time.sleep(to_midnight + 1)
@@ -42,7 +42,7 @@ def not_near_midnight():
 @pytest.fixture
 def fixture_tasks(client, headers):
     not_near_midnight()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
     made = {
         "overdue": create(client, headers, status="todo", priority="high", due_at=iso(now - timedelta(hours=1))),
@@ -84,10 +84,10 @@ def test_dashboard_of_a_user_without_tasks(client, headers):
 
 def test_completions_series_with_gaps(client, headers):
     not_near_midnight()
-    today = datetime.now(timezone.utc).replace(hour=12, minute=0, second=0, microsecond=0)
+    today = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
     made = [create(client, headers, status="done") for _ in range(4)]
     placements = [(0, 0), (0, 2), (3, 3), (12, 1)]  # (created days ago, completed days ago)
-    for task, (created_ago, completed_ago) in zip(made, placements):
+    for task, (created_ago, completed_ago) in zip(made, placements, strict=False):
         get_db().tasks.update_one({"_id": ObjectId(task["id"])}, {"$set": {
             "created_at": today - timedelta(days=created_ago), "completed_at": today - timedelta(days=completed_ago)}})
     series = client.get(f"{COMPLETIONS}?days=5", headers=headers).get_json()["days"]

@@ -4,7 +4,7 @@ the embedded server's planner really walks it (explain: no COLLSCAN, the intende
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from bson import ObjectId
@@ -14,7 +14,7 @@ from taskapi.models.task import TASK_INDEXES, Task
 from taskapi.schemas.tasks import SORTS
 from taskapi.services.tasks import plan_list
 
-NOW = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 FILTER_SETS = [
     {},
     {"status": ["todo"]},
@@ -58,7 +58,7 @@ def test_declared_indexes_are_the_ones_the_migrations_create(app, tmp_path):
     """Migration 0002 writes out the model's eleven; on SecantusDB, 0003 keeps only its one."""
     import shutil
 
-    from taskapi import migrate
+    from taskapi.cli import migrate
     from taskapi.models.task import EMBEDDED_TASK_INDEXES
 
     scratch = get_db().client["taskapi_index_check"]

@@ -6,14 +6,14 @@ remembered edges wrong."""
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from bson import ObjectId
 
 from taskapi.extensions import get_db
 from taskapi.models.task import NO_DUE_EARLIEST, NO_DUE_LATEST, PRIORITIES, PRIORITY_RANK
-from tests.helpers import bearer, login, register
+from tests.helpers import bearer, login
 
 TAGS = ("home", "work", "errands", "q4")
 SORTS = ("created_at", "-created_at", "updated_at", "-updated_at", "due_at", "-due_at", "priority", "-priority")
@@ -38,7 +38,7 @@ FILTERS = [
 
 
 def stamp(days: int) -> str:
-    return (datetime.now(timezone.utc) + timedelta(days=days)).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (datetime.now(UTC) + timedelta(days=days)).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def query_string(filters: dict[str, str], sort: str) -> str:
@@ -51,9 +51,9 @@ def dataset(user_tokens, client):
     """100 tasks: many share timestamps (ties broken by id), a quarter have no due date."""
     rng = random.Random(5)
     owner = ObjectId(client.get("/api/v1/auth/me", headers=bearer(user_tokens["access_token"])).get_json()["id"])
-    now = datetime.now(timezone.utc).replace(microsecond=0)
+    now = datetime.now(UTC).replace(microsecond=0)
     docs = []
-    for i in range(100):
+    for _i in range(100):
         created = now - timedelta(hours=rng.choice([1, 2, 2, 5, 9, 30, 30, 100]))
         due = None if rng.random() < 0.25 else now + timedelta(days=rng.choice([-20, -5, -1, 1, 1, 4, 15, 40]))
         status = rng.choice(["todo", "in_progress", "done"])
@@ -71,10 +71,10 @@ def dataset(user_tokens, client):
 
 def expected(docs: list[dict], filters: dict[str, str], sort: str) -> list[str]:
     """The contract's answer, computed here without MongoDB."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
 
     def due(days: str) -> datetime:
-        return datetime.strptime(stamp(int(days)), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        return datetime.strptime(stamp(int(days)), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
     def keep(doc: dict) -> bool:
         overdue = doc["status"] != "done" and doc["due_at"] is not None and doc["due_at"] < now

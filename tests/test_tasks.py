@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from urllib.parse import quote
 
 import pytest
@@ -239,7 +239,7 @@ def test_delete_with_and_without_if_match(client, headers):
 @pytest.fixture
 def catalogue(client, headers):
     """Tasks with known statuses, priorities, tags and due dates around now."""
-    now = datetime.now(timezone.utc).replace(microsecond=0)
+    now = datetime.now(UTC).replace(microsecond=0)
     specs = {
         "past_todo": dict(status="todo", priority="high", tags=["work"], due_at=iso(now - timedelta(days=2))),
         "past_done": dict(status="done", priority="low", tags=["home"], due_at=iso(now - timedelta(days=1))),
@@ -364,7 +364,7 @@ def crowd(app, user_tokens, client):
     from taskapi.models.task import NO_DUE_EARLIEST, NO_DUE_LATEST, PRIORITIES, PRIORITY_RANK
 
     owner = ObjectId(client.get("/api/v1/auth/me", headers=bearer(user_tokens["access_token"])).get_json()["id"])
-    moment = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
+    moment = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
     docs = []
     for i in range(300):
         priority = PRIORITIES[i % 4]
@@ -399,7 +399,7 @@ def test_cursor_walk_over_equal_timestamps_has_no_gaps_or_duplicates(client, hea
     assert len(seen) == len(set(seen)) == 300 and pages == 43
     ids = {str(d["_id"]): d for d in crowd}
     descending = sort.startswith("-")
-    for a, b in zip(seen, seen[1:]):
+    for a, b in zip(seen, seen[1:], strict=False):
         x, y = ids[a], ids[b]
         if sort.lstrip("-") == "priority":
             kx, ky = x["priority_rank"], y["priority_rank"]

@@ -10,7 +10,7 @@ import pymongo
 import pytest
 import requests
 
-from taskapi import devserver
+from taskapi.runtime import devserver
 from tests.helpers import PASSWORD, bearer
 from tests.servers import MongoServer, gunicorn
 
@@ -63,7 +63,7 @@ def test_hung_mongodb_is_503_within_the_budget_and_healthz_stays_live(app_env, l
             hang(hangable_mongo.uri, ["find"], 0)
         assert max(probes) < 0.5, probes
         assert len(answers) == 4
-        for seconds, response in answers:
+        for _seconds, response in answers:
             assert response.status_code == 503, response.text
             assert response.headers["Content-Type"] == "application/problem+json"
             assert "did not answer in time" in response.json()["detail"]

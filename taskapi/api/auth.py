@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from flask import url_for
 
-from taskapi import security
+from taskapi.http.auth import current_claims, current_user_id
+from taskapi.http.blueprint import Blueprint
+from taskapi.http.limits import client_ip, ip_and_email, ip_and_identity, login_account_rate, login_rate, register_rate
 from taskapi.schemas.auth import (
     LoginSchema,
     PasswordChangeSchema,
@@ -13,14 +15,13 @@ from taskapi.schemas.auth import (
     UpdateMeSchema,
     UserSchema,
 )
-from taskapi.security import current_user_id
-from taskapi.services import auth
-from taskapi.web import Blueprint
+from taskapi.services import auth, tokens
 
 blp = Blueprint("auth", __name__, description="Registration, tokens and the caller's account.")
 
 
 @blp.route("/register", methods=["POST"])
+@blp.limit(register_rate, key=client_ip)
 @blp.arguments(RegisterSchema())
 @blp.response(201, UserSchema(), headers={"Location": {"description": "/api/v1/users/{id}", "schema": {"type": "string"}}})
 @blp.problem(409, "An account with this email already exists.")
@@ -31,13 +32,15 @@ def register(body):
 
 
 @blp.route("/login", methods=["POST"])
+@blp.limit(login_rate, key=client_ip)
+@blp.limit(login_account_rate, key=ip_and_email)
 @blp.arguments(LoginSchema())
 @blp.response(200, TokenPairSchema())
 @blp.problem(401, "Wrong email or password, or a deactivated account (one answer for all).")
 def login(body):
     """Exchange credentials for an access token (15 min) and a refresh token (30 days)."""
     user, generation = auth.authenticate(**body)
-    return security.issue_session(str(user.id), generation, user.role)
+    return tokens.issue_session(str(user.id), generation, user.role)
 
 
 @blp.route("/refresh", methods=["POST"])
@@ -45,7 +48,7 @@ def login(body):
 @blp.response(200, TokenPairSchema())
 def refresh():
     """Rotate: the presented refresh token stops working; presenting it again revokes the session."""
-    return auth.refresh(security.current_claims())
+    return auth.refresh(current_claims())
 
 
 @blp.route("/logout", methods=["POST"])
@@ -53,7 +56,7 @@ def refresh():
 @blp.response(204)
 def logout():
     """Revoke this access token and its whole login session, on every worker at once."""
-    security.revoke_current_session()
+    tokens.revoke_session(current_claims())
 
 
 @blp.route("/logout-all", methods=["POST"])
@@ -69,7 +72,7 @@ def logout_all():
 @blp.response(200, UserSchema())
 def get_me():
     """The caller's account."""
-    return auth.current_user()
+    return auth.current_user(current_user_id())
 
 
 @blp.route("/me", methods=["PATCH"])
@@ -78,13 +81,15 @@ def get_me():
 @blp.response(200, UserSchema())
 def update_me(body):
     """Change the caller's display name."""
-    return auth.update_profile(user=auth.current_user(), **body)
+    return auth.update_profile(user=auth.current_user(current_user_id()), **body)
 
 
 @blp.route("/password", methods=["POST"])
+@blp.limit(login_rate, key=client_ip)
+@blp.limit(login_account_rate, key=ip_and_identity)
 @blp.auth_required()
 @blp.arguments(PasswordChangeSchema())
 @blp.response(204)
 def change_password(body):
     """Change the password; every token of the caller, this one included, stops working."""
-    auth.change_password(user=auth.current_user(), **body)
+    auth.change_password(user=auth.current_user(current_user_id()), **body)

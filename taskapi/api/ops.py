@@ -5,14 +5,16 @@ from __future__ import annotations
 import flask
 import swagger_ui_bundle
 
+from taskapi.http.blueprint import Blueprint
 from taskapi.schemas.common import HealthSchema, ReadinessSchema
 from taskapi.services import health
-from taskapi.web import Blueprint
 
 blp = Blueprint("ops", __name__, description="Probes for load balancers and orchestrators.")
+blp.exempt_from_rate_limits = True  # load balancers poll the probes
 
 # Swagger UI's files come from the swagger-ui-bundle wheel: /docs works offline, no CDN.
 assets = flask.Blueprint("docs_assets", __name__)
+assets.exempt_from_rate_limits = True  # type: ignore[attr-defined]
 
 
 @assets.get("/docs/assets/<path:filename>")

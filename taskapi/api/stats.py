@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import functools
 
-from taskapi.models.user import utcnow
+from taskapi.clock import utcnow
+from taskapi.http.auth import current_user_id, require_role
+from taskapi.http.blueprint import Blueprint
+from taskapi.http.caching import cached
 from taskapi.schemas.stats import CompletionsQuerySchema, CompletionsSchema, DashboardQuerySchema, DashboardSchema
-from taskapi.security import current_user_id
 from taskapi.services import stats
-from taskapi.services.auth import require_admin
-from taskapi.services.cache import cached
-from taskapi.web import Blueprint
 
 blp = Blueprint("stats", __name__, description="Dashboard numbers for the caller (or everyone, for admins).")
 X_CACHE = {"X-Cache": {"description": "HIT or MISS", "schema": {"type": "string"}}}
@@ -25,7 +24,7 @@ def admin_for_global_scope(view):
     @functools.wraps(view)
     def guarded(query, *args, **kwargs):
         if is_global(query):
-            require_admin()
+            require_role("admin")
         return view(query, *args, **kwargs)
 
     return guarded

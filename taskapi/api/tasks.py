@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from flask import g, jsonify, request, url_for
 
+from taskapi.http.auth import current_user_id
+from taskapi.http.blueprint import Blueprint
+from taskapi.http.caching import cached
 from taskapi.schemas.tasks import TaskInputSchema, TaskPageSchema, TaskPatchSchema, TaskQuerySchema, TaskSchema
-from taskapi.security import current_user_id
 from taskapi.services import idempotency
 from taskapi.services import tasks as service
-from taskapi.services.cache import cached
 from taskapi.services.paging import next_link
-from taskapi.web import Blueprint
 
 blp = Blueprint("tasks", __name__, description="The caller's tasks. Other users' tasks are invisible (404).")
 

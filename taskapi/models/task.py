@@ -8,15 +8,15 @@ Sort keys stored beside the fields they order:
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from mongoengine import DateTimeField, Document, IntField, ListField, ObjectIdField, StringField
 
 STATUSES = ("todo", "in_progress", "done")
 PRIORITIES = ("low", "medium", "high", "urgent")
 PRIORITY_RANK = {name: rank for rank, name in enumerate(PRIORITIES)}
-NO_DUE_LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
-NO_DUE_EARLIEST = datetime(1, 1, 1, tzinfo=timezone.utc)
+NO_DUE_LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+NO_DUE_EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
 
 # Sort name (API) -> stored key; each has an index family below.
 SORT_KEYS = {

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 from mongoengine import BooleanField, DateTimeField, Document, IntField, StringField
 
+from taskapi.clock import utcnow
+
 ROLES = ("user", "admin")
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class User(Document):

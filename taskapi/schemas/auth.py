@@ -9,7 +9,7 @@ NO_NUL = validate.Regexp(r"^[^\x00]*$", error="No NUL characters.")
 PASSWORD = [validate.Length(min=8, max=128, error="Passwords are 8 to 128 characters."), NO_NUL]
 
 
-def Name(**kwargs) -> Text:  # noqa: N802 - a field factory
+def Name(**kwargs) -> Text:
     return Text(max_length=100, pattern=NO_CONTROL, pattern_error="No control characters.", trim=True, **kwargs)
 
 

@@ -2,8 +2,11 @@
 
 import re
 import unicodedata
+from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
+
+from taskapi.clock import format_timestamp
 
 
 class ProblemSchema(Schema):
@@ -36,11 +39,9 @@ class ReadinessSchema(Schema):
 
 
 class Timestamp(fields.DateTime):
-    """RFC 3339 in UTC with a Z suffix on the way out (API.md); offsets converted to UTC on the way in."""
+    """RFC 3339 in UTC with a Z suffix on the way out (docs/api.md); offsets converted to UTC on the way in."""
 
     def _serialize(self, value, attr, obj, **kwargs):
-        from taskapi.web import format_timestamp
-
         return None if value is None else format_timestamp(value)
 
 
@@ -57,10 +58,11 @@ def _invisible_class() -> str:
     white space, format characters (U+200B, U+2060, U+00AD, U+202E, ...), the Hangul and braille
     fillers, variation selectors and the combining grapheme joiner; as a regex class body."""
     fillers = {0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180E, 0x2800, 0x3164, 0xFFA0, *range(0xFE00, 0xFE10)}
-    invisible = [c for c in range(0x10000) if 0xD800 > c or c > 0xDFFF
+    invisible = [c for c in range(0x10000) if c < 0xD800 or c > 0xDFFF
                  if unicodedata.category(chr(c)) in {"Cc", "Cf", "Zs", "Zl", "Zp"} or c in fillers]
-    ranges, start = [], invisible[0]
-    for previous, current in zip(invisible, invisible[1:] + [None]):
+    ranges: list[str] = []
+    start: Any = invisible[0]
+    for previous, current in zip(invisible, invisible[1:] + [None], strict=False):
         if current != previous + 1:
             ranges.append(f"\\u{start:04x}" + (f"-\\u{previous:04x}" if previous != start else ""))
             start = current

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from marshmallow import Schema, ValidationError, fields, pre_load, validate
 
@@ -17,7 +17,7 @@ DESCRIPTION_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"  # tabs and newlin
 SEARCH_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 # Due dates and filters live in the years 1970..2999: a product limit, and far from the
 # sentinel dates the due sort keys use for "no due date" (years 1 and 9999).
-EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=timezone.utc), datetime(3000, 1, 1, tzinfo=timezone.utc)
+EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(3000, 1, 1, tzinfo=UTC)
 INSTANT_PATTERN = r"^(19[7-9][0-9]|2[0-9]{3})-"
 READ_ONLY = ("id", "owner", "version", "created_at", "updated_at", "completed_at")
 SORTS = ("created_at", "-created_at", "updated_at", "-updated_at", "due_at", "-due_at", "priority", "-priority")
@@ -42,7 +42,7 @@ class InstantField(Timestamp):
         parsed = super()._deserialize(value.strip().replace("z", "Z"), attr, data, **kwargs)
         if parsed.tzinfo is None:
             raise self.make_error("naive")
-        parsed = parsed.astimezone(timezone.utc)
+        parsed = parsed.astimezone(UTC)
         if not EARLIEST <= parsed < LATEST:
             raise self.make_error("range")
         return parsed.replace(microsecond=parsed.microsecond // 1000 * 1000)

@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from bson import ObjectId
-from bson.errors import InvalidId
 from mongoengine.errors import NotUniqueError
 
-from taskapi import security
-from taskapi.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
-from taskapi.models.user import User, utcnow
-from taskapi.security import current_claims, current_user_id
+from taskapi.clock import utcnow
+from taskapi.errors import Conflict, Unauthorized, ValidationFailed
+from taskapi.ids import parse_token_subject
+from taskapi.models.user import User
+from taskapi.services import tokens
 
 BAD_CREDENTIALS = "The email or password is incorrect."
 
 
-def parse_object_id(value: str, not_found: str) -> ObjectId:
-    """A 24-hex id, else the very 404 (same detail) that an unknown id gets."""
-    try:
-        return ObjectId(value)
-    except (InvalidId, TypeError):
-        raise NotFound(not_found) from None
-
-
 def register(*, email: str, password: str, name: str = "") -> User:
-    user = User(email=email, name=name, password_hash=security.hash_password(password))
+    user = User(email=email, name=name, password_hash=tokens.hash_password(password))
     try:
         user.save(force_insert=True)
     except NotUniqueError:
@@ -42,40 +36,40 @@ def authenticate(*, email: str, password: str) -> tuple[User, int]:
     """
     user = User.objects(email=email).first()
     if user is None:
-        security.burn_verify_time(password)
+        tokens.burn_verify_time(password)
         raise Unauthorized(BAD_CREDENTIALS, error=None)
-    generation = security.token_generation(str(user.id), user.token_gen)
-    if not security.verify_password(user.password_hash, password) or not user.active:
+    generation = tokens.token_generation(str(user.id), user.token_gen)
+    if not tokens.verify_password(user.password_hash, password) or not user.active:
         raise Unauthorized(BAD_CREDENTIALS, error=None)
     now = User.objects(id=user.id).only("password_hash", "active", "token_gen", "role").first()
     if now is None or now.password_hash != user.password_hash or not now.active or now.token_gen > generation:
         raise Unauthorized(BAD_CREDENTIALS, error=None)
-    if security.needs_rehash(user.password_hash):
+    if tokens.needs_rehash(user.password_hash):
         # Parameters changed since this hash was made: upgrade it while we hold the password.
         User.objects(id=user.id, password_hash=user.password_hash).update_one(
-            set__password_hash=security.hash_password(password))
+            set__password_hash=tokens.hash_password(password))
     return user, generation
 
 
-def refresh(claims: dict) -> dict:
+def refresh(claims: dict[str, Any]) -> dict[str, Any]:
     """Rotate the session, after reading the account again: a deleted, deactivated or revoked
     account cannot refresh, even if its Redis state was lost."""
-    user = User.objects(id=parse_id_or_401(claims["sub"])).only("active", "token_gen", "role").first()
+    user = User.objects(id=parse_token_subject(claims["sub"])).only("active", "token_gen", "role").first()
     if user is None or not user.active or user.token_gen > claims["gen"]:
-        security.end_session(claims["sid"])
+        tokens.end_session(claims["sid"])
         raise Unauthorized("The token's account is not available.")
-    security.token_generation(claims["sub"], user.token_gen)  # restore a lost mirror before rotating
-    return security.rotate_session(role=user.role)
+    tokens.token_generation(claims["sub"], user.token_gen)  # restore a lost mirror before rotating
+    return tokens.rotate_session(claims, role=user.role)
 
 
-def revoke_and_update(user_id: ObjectId, durable_generation: int, **changes) -> int:
+def revoke_and_update(user_id: ObjectId, durable_generation: int, **changes: Any) -> int:
     """Revoke every token of the user, then store `changes` with the new generation.
 
     Revocation first: if Redis refuses, the RedisError (503) leaves everything as it was; if
     MongoDB then fails, the tokens are revoked and the change is not stored (stronger than
     the write, never weaker). Returns the new generation.
     """
-    generation = security.revoke_all_tokens(str(user_id), durable_generation)
+    generation = tokens.revoke_all_tokens(str(user_id), durable_generation)
     User.objects(id=user_id).update_one(__raw__={"$set": {**changes, "updated_at": utcnow()},
                                                  "$max": {"token_gen": generation}})
     return generation
@@ -83,33 +77,18 @@ def revoke_and_update(user_id: ObjectId, durable_generation: int, **changes) -> 
 
 def logout_all(*, user_id: str) -> None:
     """Every token of the user, on every device, stops working now."""
-    user = User.objects(id=parse_id_or_401(user_id)).only("token_gen").first()
+    user = User.objects(id=parse_token_subject(user_id)).only("token_gen").first()
     if user is None:
         raise Unauthorized("The token's account is not available.")
     revoke_and_update(user.id, user.token_gen)
 
 
-def current_user() -> User:
+def current_user(user_id: str) -> User:
     """The caller's account, loaded only by routes that need more than the token says."""
-    user = User.objects(id=parse_id_or_401(current_user_id())).first()
+    user = User.objects(id=parse_token_subject(user_id)).first()
     if user is None or not user.active:
         raise Unauthorized("The token's account is not available.")
     return user
-
-
-def parse_id_or_401(value: str) -> ObjectId:
-    try:
-        return ObjectId(value)
-    except (InvalidId, TypeError):
-        raise Unauthorized("The token is invalid.") from None
-
-
-def require_admin() -> str:
-    """The caller's id if their token says admin. Tokens carry the role, and a role change
-    revokes every token of that user, so a demotion applies on the next request."""
-    if current_claims().get("role") != "admin":
-        raise Forbidden("This requires the admin role.")
-    return current_user_id()
 
 
 def update_profile(*, user: User, name: str) -> User:
@@ -121,8 +100,8 @@ def update_profile(*, user: User, name: str) -> User:
 
 def change_password(*, user: User, current_password: str, new_password: str) -> None:
     """Verify, revoke every token of the user (this one included), then store the new hash."""
-    if not security.verify_password(user.password_hash, current_password):
+    if not tokens.verify_password(user.password_hash, current_password):
         raise ValidationFailed(errors={"current_password": ["The current password is incorrect."]})
     if current_password == new_password:
         raise ValidationFailed(errors={"new_password": ["The new password must differ from the current one."]})
-    revoke_and_update(user.id, user.token_gen, password_hash=security.hash_password(new_password))
+    revoke_and_update(user.id, user.token_gen, password_hash=tokens.hash_password(new_password))

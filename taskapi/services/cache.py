@@ -24,22 +24,19 @@ this process does not try the cache again (no timeout paid on every request).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import time
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 import redis
-from flask import Flask, Response, current_app, g
+from flask import Flask, current_app, g
 
-from taskapi.extensions import get_redis
-from taskapi.security import PREFIX, current_user_id, key_cache_generation
+from taskapi.extensions import PREFIX, get_redis
 
 log = logging.getLogger("taskapi.cache")
 GLOBAL = "global"
-KEPT_HEADERS = ("Link",)
 
 # KEYS[1] the bucket; ARGV: generation, field, value, max entries, max bytes, ttl seconds.
 STORE_SCRIPT = """
@@ -73,6 +70,11 @@ def init_cache(app: Flask) -> None:
                                   socket_connect_timeout=timeout, health_check_interval=30)
     app.extensions["cache_redis"] = client
     app.extensions["cache_store"] = client.register_script(STORE_SCRIPT)
+
+
+def key_cache_generation(user_id: str) -> str:
+    """The user's cache generation, in the main Redis: read with the token check."""
+    return f"{PREFIX}cgen:{user_id}"
 
 
 def bucket_key(owner: str | None) -> str:
@@ -195,38 +197,3 @@ def _trip(exc: Exception) -> None:
     pause = current_app.config["CACHE_RETRY_SECONDS"]
     current_app.extensions["cache_skip_until"] = time.monotonic() + pause
     log.warning("cache unavailable (%s); reading from MongoDB for %s s", exc.__class__.__name__, pause)
-
-
-def cached(kind: str, *, shared: Callable[[dict[str, Any]], bool] = lambda query: False):
-    """A view decorator, between argument parsing and the response schema: answer from the
-    cache keyed on the caller and the validated query; on a miss, run the view and store its
-    200 answer. `X-Cache: HIT|MISS` says which. `shared(query)` marks answers that are the
-    same for every caller allowed to ask (global stats): the view's guards run before this.
-    """
-    def decorator(view):
-        @functools.wraps(view)
-        def wrapper(query, *args, **kwargs):
-            owner = None if shared(query) else current_user_id()
-            name = field(kind, query)
-            hit = lookup(owner, name)
-            if hit is not None:
-                body, headers = hit
-                return json_response(body, "HIT", headers)
-            response: Response = current_app.make_response(view(query, *args, **kwargs))
-            if response.status_code == 200:
-                store(owner, name, response.get_data(),
-                      {header: response.headers[header] for header in KEPT_HEADERS if header in response.headers})
-            response.headers["X-Cache"] = "MISS"
-            return response
-
-        return wrapper
-
-    return decorator
-
-
-def json_response(body: bytes, state: str, headers: dict[str, str] | None = None) -> Response:
-    """A JSON response from (cached) bytes, with `X-Cache: HIT|MISS`."""
-    response = current_app.response_class(body, mimetype="application/json")
-    response.headers.update(headers or {})
-    response.headers["X-Cache"] = state
-    return response

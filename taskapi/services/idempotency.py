@@ -21,8 +21,7 @@ import redis
 from flask import current_app
 
 from taskapi.errors import BadRequest, Conflict, ValidationFailed
-from taskapi.extensions import get_redis
-from taskapi.security import PREFIX, redis_script
+from taskapi.extensions import PREFIX, get_redis, redis_script
 
 log = logging.getLogger("taskapi.idempotency")
 KEEP_SECONDS = 24 * 3600
@@ -53,7 +52,8 @@ def _index_key(user_id: str) -> str:
 
 
 # Claim a key, or return what is stored for it. The user's keys are indexed in a sorted set
-# (score: when the record expires, to the microsecond, so the oldest is well defined); past IDEMPOTENCY_MAX_KEYS_PER_USER the oldest record goes.
+# (score: when the record expires, to the microsecond, so the oldest is well defined); past
+# IDEMPOTENCY_MAX_KEYS_PER_USER the oldest record goes.
 # KEYS: record, index. ARGV: pending value, pending ttl, now, keep seconds, max keys, member,
 # record key prefix. Returns the stored value, or 1 when claimed.
 CLAIM_SCRIPT = """
@@ -118,6 +118,6 @@ def abandon(*, user_id: str, key: str) -> None:
 def forget(*, user_id: str) -> None:
     """Drop every record of the user (account erasure)."""
     client = get_redis()
-    members = client.zrange(_index_key(user_id), 0, -1)
+    members: list[bytes] = client.zrange(_index_key(user_id), 0, -1)  # type: ignore[assignment]  # bytes: no decode_responses
     keys = [f"{PREFIX}idem:{user_id}:{m.decode()}" for m in members] + [_index_key(user_id)]
     client.delete(*keys)

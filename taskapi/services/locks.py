@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
-from typing import Iterator
+from datetime import UTC, datetime, timedelta
 
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
@@ -32,7 +32,7 @@ def lease(collection: Collection, name: str, *, hold: timedelta, wait_seconds: f
     holder = uuid.uuid4().hex
     deadline = time.monotonic() + wait_seconds
     while True:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         try:
             collection.insert_one({"_id": name, "holder": holder, "taken_at": now, "expires_at": now + hold})
             break

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 
 from bson import ObjectId
+from pymongo.collection import Collection
 
-from taskapi import security
-from taskapi.models import create_declared_indexes, declared_indexes
 from taskapi.extensions import mongodb_engine
+from taskapi.models import create_declared_indexes, declared_indexes
 from taskapi.models.task import NO_DUE_EARLIEST, NO_DUE_LATEST, PRIORITY_RANK, Task, indexes_for
 from taskapi.models.user import User
-from taskapi.services import cache
+from taskapi.services import cache, tokens
 from taskapi.services.tasks import reserve_slots, set_task_count
 
 BATCH = 1000
@@ -66,10 +66,10 @@ def seed(*, users: int, tasks_per_user: int, password: str, email_pattern: str =
     password, so its argon2 hash is computed once.
     """
     rng = random.Random(seed_value)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     collection = Task._get_collection()
     bulk_load = tasks_per_user > 0 and collection.find_one({}, {"_id": 1}) is None
-    password_hash = security.hash_password(password)
+    password_hash = tokens.hash_password(password)
     if bulk_load:
         present = collection.index_information()
         for spec in declared_indexes(Task):
@@ -100,7 +100,7 @@ def seed(*, users: int, tasks_per_user: int, password: str, email_pattern: str =
     return {"users_created": created_users, "tasks_inserted": inserted}
 
 
-def _insert(collection, batch: list[dict], progress: Callable[[int], None]) -> int:  # noqa: ANN001
+def _insert(collection: Collection, batch: list[dict], progress: Callable[[int], None]) -> int:
     collection.insert_many(batch, ordered=False)
     progress(len(batch))
     return len(batch)

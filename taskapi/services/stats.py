@@ -18,7 +18,7 @@ def start_of_day(moment: datetime) -> datetime:
 
 
 def dashboard(*, owner: str | None, now: datetime) -> dict[str, Any]:
-    """API.md "Stats" for one owner, or for everyone (owner None, plus the user count).
+    """The dashboard numbers (docs/api.md "Stats") for one owner, or for everyone (owner None, plus the user count).
 
     UTC throughout; open = not done: overdue = open and due_at < now; due_today = open and
     now <= due_at < next midnight; due_next_7_days = open and now <= due_at < now + 7 days;
@@ -37,8 +37,8 @@ def dashboard(*, owner: str | None, now: datetime) -> dict[str, Any]:
     }
     pipeline = ([{"$match": match}] if match else []) + [{"$facet": facets}]
     (result,) = Task._get_collection().aggregate(pipeline)
-    by_status = {name: 0 for name in STATUSES} | {row["_id"]: row["n"] for row in result["by_status"]}
-    by_priority = {name: 0 for name in PRIORITIES} | {row["_id"]: row["n"] for row in result["by_priority"]}
+    by_status = dict.fromkeys(STATUSES, 0) | {row["_id"]: row["n"] for row in result["by_status"]}
+    by_priority = dict.fromkeys(PRIORITIES, 0) | {row["_id"]: row["n"] for row in result["by_priority"]}
     total = sum(by_status.values())
     stats = {
         "total": total,

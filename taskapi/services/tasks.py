@@ -5,14 +5,17 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
 from flask import current_app
+from werkzeug.datastructures import ETags
 
+from taskapi.clock import utcnow
 from taskapi.errors import Conflict, NotFound, PreconditionFailed, ServiceUnavailable, ValidationFailed
-from taskapi.extensions import get_redis, mongodb_engine
+from taskapi.extensions import PREFIX, get_redis, mongodb_engine, redis_script
+from taskapi.ids import parse_object_id
 from taskapi.models.task import (
     EMBEDDED_RANGE_KEYS,
     NO_DUE_EARLIEST,
@@ -22,23 +25,15 @@ from taskapi.models.task import (
     Task,
     index_name,
 )
-from taskapi.security import PREFIX, redis_script
 from taskapi.services import cache, idempotency
-from taskapi.services.auth import parse_object_id
 from taskapi.services.paging import decode_cursor, encode_cursor, fingerprint
 
 CURSOR_SCOPE = "tasks"
 WRITABLE = ("title", "description", "status", "priority", "due_at", "tags")
-DEFAULTS = {"description": "", "status": "todo", "priority": "medium", "due_at": None, "tags": []}
+DEFAULTS: dict[str, Any] = {"description": "", "status": "todo", "priority": "medium", "due_at": None, "tags": []}
 OPEN_STATUSES = ["todo", "in_progress"]
 MAX_WRITE_ATTEMPTS = 50
 NO_TASK = "No task with this id."
-
-
-def utcnow() -> datetime:
-    """Now, at MongoDB's millisecond precision, so what we return is what we stored."""
-    now = datetime.now(timezone.utc)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 def etag_for(version: int) -> str:
@@ -56,7 +51,7 @@ class Precondition:
     the same thing; refusing it would make conditional updates impossible behind gzip.
     """
 
-    def __init__(self, etags) -> None:  # werkzeug.datastructures.ETags
+    def __init__(self, etags: ETags) -> None:
         self.etags = etags
 
     def check(self, version: int) -> None:
@@ -232,7 +227,7 @@ def _version_filter(oid: ObjectId, owner: str, version: int) -> dict[str, Any]:
 
 def _same(old: Any, new: Any) -> bool:
     if isinstance(old, datetime) and isinstance(new, datetime):
-        return old.astimezone(timezone.utc) == new.astimezone(timezone.utc)
+        return old.astimezone(UTC) == new.astimezone(UTC)
     return old == new
 
 
@@ -315,6 +310,7 @@ def _search(q: str) -> dict[str, Any]:
 def _keyset(c: Conditions) -> tuple[dict[str, Any], dict[str, Any]]:
     """After (value, id) in sort order, as a range on the key and a tie-break: "key at or
     beyond value, and not (key == value with an id at or before last)" (no $or)."""
+    assert c.after is not None
     value, last_id = c.after
     op, behind = ("$gte", "$lte") if c.direction == 1 else ("$lte", "$gte")
     return {op: value}, {"$nor": [{c.sort_key: value, "_id": {behind: last_id}}]}
@@ -371,6 +367,7 @@ def plan_list(*, owner: str, filters: dict[str, Any], sort: str, now: datetime,
     query: dict[str, Any] = {"owner": ObjectId(owner)}
     if clauses:
         query["$and"] = clauses
+    prefix: tuple[str, ...]
     if c.statuses:
         prefix, equality = ("owner", "status"), ["owner", "status"]
     elif c.tags and key == "created_at":
@@ -575,14 +572,14 @@ def _next_edge(tokens: list[int], limit: int, fetch: int, direction: int, comple
     return min(max(tokens[limit - 1] + direction * reach, EDGE_MIN), EDGE_MAX)
 
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _position_token(value: Any) -> Any:
     """Sort key values in a cursor: dates as epoch milliseconds, ranks as they are."""
     if isinstance(value, datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return (value - EPOCH) // timedelta(milliseconds=1)
     return value
 

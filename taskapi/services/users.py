@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from datetime import timedelta
 
 from bson import ObjectId
 
-from taskapi import security
+from taskapi.clock import utcnow
 from taskapi.errors import Conflict, NotFound
 from taskapi.extensions import get_db
-from taskapi.models.user import User, utcnow
-from taskapi.services.auth import parse_object_id, revoke_and_update
+from taskapi.ids import parse_object_id
+from taskapi.models.user import User
+from taskapi.services import tokens
+from taskapi.services.auth import revoke_and_update
 from taskapi.services.locks import LEASES, lease
-from taskapi.services.tasks import erase_owner_data
 from taskapi.services.paging import decode_cursor, encode_cursor
+from taskapi.services.tasks import erase_owner_data
 
 CURSOR_SCOPE = "users"
 
@@ -71,7 +73,7 @@ def update_user(*, actor_id: str, user_id: str, role: str | None = None, active:
     return user
 
 
-def admin_guard():
+def admin_guard() -> AbstractContextManager[object]:
     """The lease under which a change that removes an admin checks that another one remains."""
     return lease(get_db()[LEASES], "admins", hold=timedelta(seconds=10), wait_seconds=5,
                  busy="Another change of admins is in progress; retry shortly.")
@@ -104,7 +106,7 @@ def create_admin(*, email: str, password: str) -> tuple[User, bool]:
     """
     user = User.objects(email=email).first()
     if user is None:
-        user = User(email=email, role="admin", password_hash=security.hash_password(password))
+        user = User(email=email, role="admin", password_hash=tokens.hash_password(password))
         user.save(force_insert=True)
         return user, True
     if user.role != "admin" or not user.active:

@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 import pytest
 
 from config import ROOT
-from taskapi import devserver
+from taskapi.runtime import devserver
 from tests.servers import GunicornServer, MongoServer, NginxServer, RedisServer
 
 PASSWORD = "correct horse battery"

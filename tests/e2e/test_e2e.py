@@ -96,7 +96,8 @@ def test_read_your_writes_through_nginx(stack):
         ids = [t["id"] for t in requests.get(base + "/api/v1/tasks?limit=100", headers=headers, timeout=10).json()["items"]]
         assert created["id"] in ids
         requests.patch(f"{base}/api/v1/tasks/{created['id']}", json={"status": "done"}, headers=headers, timeout=10)
-        assert requests.get(base + "/api/v1/stats/dashboard", headers=headers, timeout=10).json()["by_status"]["done"] == round_ + 1
+        dashboard = requests.get(base + "/api/v1/stats/dashboard", headers=headers, timeout=10).json()
+        assert dashboard["by_status"]["done"] == round_ + 1
     RESULTS["read_your_writes"] = {"rounds": 10, "stale_reads": 0}
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from config import ROOT
-from taskapi import devserver
+from taskapi.runtime import devserver
 from tests.servers import wait_http
 
 TITLES = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 413: "Content Too Large",
@@ -106,7 +106,7 @@ def send(data: bytes, port: int, *, source: str | None = None, timeout: float = 
         while not Resp(raw).complete():
             try:
                 data = sock.recv(65536)
-            except (ConnectionResetError, socket.timeout):
+            except (TimeoutError, ConnectionResetError):
                 data = b""
             if not data:
                 break

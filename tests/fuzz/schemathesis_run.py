@@ -18,11 +18,10 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from taskapi.runtime import devserver
+from tests.servers import MongoServer, RedisServer, gunicorn
 
-from taskapi import devserver  # noqa: E402
-from tests.servers import MongoServer, RedisServer, gunicorn  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 PASSWORD = "correct horse battery"
 REVOKING = r"/api/v1/auth/(logout|logout-all|password)$"

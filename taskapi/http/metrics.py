@@ -77,5 +77,8 @@ def metrics_view() -> Response:
     return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 
-def init_metrics(app: Flask) -> None:
+metrics_view.exempt_from_rate_limits = True  # type: ignore[attr-defined]  # Prometheus polls it
+
+
+def mount_metrics(app: Flask) -> None:
     app.add_url_rule("/metrics", "metrics", metrics_view, methods=["GET"])

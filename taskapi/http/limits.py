@@ -1,5 +1,10 @@
 """Rate limits (flask-limiter on Redis, shared by every worker and instance).
 
+Declared on the view: `@blp.limit(login_rate, key=client_ip)` (http/blueprint.py) adds a
+limit of that route on top of every identity's overall budget (RATELIMIT_PER_IDENTITY);
+`exempt_from_rate_limits = True` on a view or a Blueprint object exempts it (probes, docs,
+metrics: load balancers poll them).
+
 Keys: the user id when the request carries a token that verified completely (signature,
 expiry and revocation, once per request: a forged or old token cannot spend someone else's
 budget), else the client IP as
@@ -12,14 +17,21 @@ are never switched off.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
+from collections.abc import Callable
+from typing import Any
 
 from flask import Flask, current_app, g, has_request_context, request
 from flask_limiter import Limiter
 from limits.storage import RedisStorage
 
-from taskapi.security import PREFIX, verified_subject
+from taskapi.extensions import PREFIX
+from taskapi.http.auth import verified_subject
+
+Rate = Callable[[], str]
+Key = Callable[[], str]
 
 
 class OneTripRedisStorage(RedisStorage):
@@ -38,12 +50,12 @@ if tonumber(current) == tonumber(ARGV[2]) then redis.call('expire', KEYS[1], ARG
 return {current, redis.call('ttl', KEYS[1])}
 """
 
-    def __init__(self, uri: str, **options) -> None:  # noqa: ANN003 - limits' signature
+    def __init__(self, uri: str, **options: Any) -> None:
         super().__init__(uri.removeprefix("taskapi+"), **options)
 
     def initialize_storage(self, uri: str) -> None:
         super().initialize_storage(uri)
-        self.lua_incr_ttl = self.get_connection().register_script(self.INCR_TTL)
+        self.lua_incr_ttl = self.get_connection().register_script(self.INCR_TTL)  # type: ignore[arg-type]
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         value, ttl = self.lua_incr_ttl([self.prefixed_key(key)], [expiry, amount])
@@ -79,7 +91,8 @@ def identity() -> str:
 def ip_and_email() -> str:
     """Login attempts per account from one IP (the email comes from the gated JSON body)."""
     body = g.get("json_body") or {}
-    email = body.get("email") if isinstance(body.get("email"), str) else ""
+    email = body.get("email")
+    email = email if isinstance(email, str) else ""
     digest = hashlib.sha256(email.strip().lower().encode()).hexdigest()[:24]
     return f"ip:{client_ip()}:email:{digest}"
 
@@ -100,19 +113,28 @@ def register_rate() -> str:
     return current_app.config["RATELIMIT_REGISTER"]
 
 
-# endpoint -> (rate, key) pairs, on top of the per-identity budget every route has.
-ROUTE_LIMITS = {
-    "auth.login": [(login_rate, client_ip), (login_account_rate, ip_and_email)],
-    "auth.register": [(register_rate, client_ip)],
-    "auth.change_password": [(login_rate, client_ip), (login_account_rate, ip_and_identity)],
-}
-# Probes, metrics and the docs are never limited (load balancers poll them).
-EXEMPT_BLUEPRINTS = ("ops", "docs_assets", "api-docs")
-EXEMPT_ENDPOINTS = ("metrics",)
+def declare_limit(view: Callable[..., Any], rate: Rate, key: Key) -> Callable[..., Any]:
+    """Give `view` a rate limit of its own (http/blueprint.py's `limit`): a guard that, before
+    the view runs, spends one request of `key()`'s budget under `rate()` in this app's limiter."""
+    declared = getattr(view, "rate_limits", None)
+    if declared is not None:  # one guard checks every limit of the view
+        declared.insert(0, (rate, key))  # decorators apply bottom-up: keep the order they read in
+        return view
+    name = f"{view.__module__}.{view.__qualname__}.rate_limits"
+
+    @functools.wraps(view)
+    def limited(*args: Any, **kwargs: Any) -> Any:
+        current_app.extensions["taskapi_route_limits"][name]()  # 429 when spent
+        return view(*args, **kwargs)
+
+    limited.rate_limits = [(rate, key)]  # type: ignore[attr-defined]
+    limited.rate_limit_name = name  # type: ignore[attr-defined]
+    return limited
 
 
 def init_limiter(app: Flask) -> Limiter:
-    """A limiter per app (its storage is per instance), with the route table applied."""
+    """A limiter per app (its storage is per instance): every identity's overall budget, the
+    limits the views declare, and the exemptions the views and blueprints declare."""
     timeout = app.config["REDIS_TIMEOUT_SECONDS"]
     app.config["RATELIMIT_APPLICATION"] = app.config["RATELIMIT_PER_IDENTITY"]
     app.config["RATELIMIT_STORAGE_URI"] = "taskapi+" + app.config["REDIS_URL"]
@@ -120,15 +142,28 @@ def init_limiter(app: Flask) -> Limiter:
     limiter = Limiter(key_func=identity, headers_enabled=True, in_memory_fallback_enabled=True,
                       strategy="fixed-window", key_prefix=f"{PREFIX}rl")
     limiter.init_app(app)
-    for endpoint, rules in ROUTE_LIMITS.items():
-        view = app.view_functions[endpoint]
-        for rate, key in rules:
-            view = limiter.limit(rate, key_func=key)(view)  # decorated limits are checked by the wrapper
-        app.view_functions[endpoint] = view
-    for name in EXEMPT_BLUEPRINTS:
-        if name in app.blueprints:
-            limiter.exempt(app.blueprints[name])
-    for endpoint in EXEMPT_ENDPOINTS:
-        limiter.exempt(app.view_functions[endpoint])
+    checks = app.extensions["taskapi_route_limits"] = {}
+    view: Any
+    for view in app.view_functions.values():
+        if getattr(view, "exempt_from_rate_limits", False):
+            limiter.exempt(view)
+        if hasattr(view, "rate_limits") and view.rate_limit_name not in checks:
+            checks[view.rate_limit_name] = _route_check(limiter, view.rate_limit_name, view.rate_limits)
+    for blueprint in app.blueprints.values():
+        if getattr(blueprint, "exempt_from_rate_limits", False):
+            limiter.exempt(blueprint)  # type: ignore[call-overload]
     app.extensions["taskapi_limiter"] = limiter
     return limiter
+
+
+def _route_check(limiter: Limiter, name: str, rules: list[tuple[Rate, Key]]) -> Callable[[], None]:
+    """flask-limiter's way to limit a callable that is not the view itself: decorate it. The
+    callable does nothing; calling it spends the request's share of each of its limits."""
+    def check() -> None:
+        return None
+
+    check.__module__, _, check.__name__ = name.rpartition(".")
+    check.__qualname__ = check.__name__
+    for rate, key in rules:
+        check = limiter.limit(rate, key_func=key)(check)
+    return check

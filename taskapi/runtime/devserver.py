@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pymongo
 import redis
@@ -159,6 +160,7 @@ def wait_until(check, process: subprocess.Popen | None, what: str, log_path: Pat
 
 
 def ping_mongo(uri: str) -> None:
+    client: pymongo.MongoClient[dict[str, Any]]
     with pymongo.MongoClient(uri, serverSelectionTimeoutMS=500) as client:
         client.admin.command("ping")
 
@@ -241,15 +243,16 @@ def run() -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for name, process in reversed(started):
+        for _name, process in reversed(started):
             stop_process(process)
         if started:
             print("taskapi: stopped " + ", ".join(name for name, _ in reversed(started)), flush=True)
 
 
 def apply_migrations(uri: str) -> list[str]:
-    from taskapi import migrate
+    from taskapi.cli import migrate
 
+    client: pymongo.MongoClient[dict[str, Any]]
     with pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000, tz_aware=True) as client:
         return migrate.upgrade(client.get_default_database("taskapi"))
 

@@ -1,4 +1,8 @@
-"""Behind a proxy on purpose, with browser-facing defences: ProxyFix, Talisman headers, CORS, limits.
+"""Headers on every response, and who the client is behind the proxies.
+
+- X-Request-ID: the client's (if sane) or a new one, on every response and log line.
+- Cache-Control: no-store and Vary: Authorization on API responses.
+- Retry-After only where it belongs (429, 503).
 
 - ProxyFix trusts X-Forwarded-For/-Proto only as deep as TRUSTED_PROXY_COUNT (0: not at all),
   so request.remote_addr (rate-limit key, logs) is the real client and request.is_secure
@@ -10,14 +14,18 @@
 
 from __future__ import annotations
 
+import re
+import uuid
+from typing import Any
+
 import flask
-from flask import Flask
+from flask import Flask, Response, g, request
 from flask_cors import CORS
 from flask_talisman import Talisman
 from werkzeug.datastructures import Headers
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from taskapi.limits import init_limiter
+REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 JSON_CSP = {"default-src": "'none'", "frame-ancestors": "'none'", "base-uri": "'none'", "form-action": "'none'"}
 DOCS_CSP = {"default-src": "'self'", "script-src": "'self'", "style-src": "'self' 'unsafe-inline'",
@@ -32,10 +40,10 @@ class ResolvedProto:
     """Talisman reads X-Forwarded-Proto itself (HSTS, force_https); make the header say what
     ProxyFix decided from the trusted hops, so an untrusted client cannot claim HTTPS."""
 
-    def __init__(self, wsgi_app) -> None:  # noqa: ANN001
+    def __init__(self, wsgi_app: Any) -> None:
         self.wsgi_app = wsgi_app
 
-    def __call__(self, environ, start_response):  # noqa: ANN001, ANN204
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         environ["HTTP_X_FORWARDED_PROTO"] = environ.get("wsgi.url_scheme", "http")
         return self.wsgi_app(environ, start_response)
 
@@ -47,8 +55,8 @@ class PrecomputedTalisman(Talisman):
 
     _static: list[tuple[str, str]] | None = None
 
-    def _set_response_headers(self, response):  # noqa: ANN001, ANN202 - Talisman's hook
-        view = flask.current_app.view_functions.get(flask.request.endpoint)
+    def _set_response_headers(self, response: Response) -> Response:  # Talisman's hook
+        view = flask.current_app.view_functions.get(flask.request.endpoint or "")
         if getattr(view, "talisman_view_options", None):
             return super()._set_response_headers(response)
         if self._static is None:
@@ -66,13 +74,19 @@ class PrecomputedTalisman(Talisman):
         return response
 
 
-def init_hardening(app: Flask) -> None:
-    """After the blueprints: the limiter and Talisman's per-view options need the view functions."""
+# Talisman's per-view decorator only marks a view; the app's Talisman (init_security_headers)
+# reads the mark. The docs page declares its policy with it (http/api.py).
+view_policy = Talisman()
+
+
+def init_security_headers(app: Flask) -> None:
+    """ProxyFix for the trusted hops, Talisman's headers (each view's own policy where it
+    declares one) and CORS for CORS_ORIGINS."""
     hops = app.config["TRUSTED_PROXY_COUNT"]
-    app.wsgi_app = ResolvedProto(app.wsgi_app)
+    app.wsgi_app = ResolvedProto(app.wsgi_app)  # type: ignore[method-assign]
     if hops:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
-    talisman = PrecomputedTalisman(
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
+    PrecomputedTalisman(
         app,
         force_https=app.config["FORCE_HTTPS"],
         strict_transport_security=True,
@@ -84,16 +98,39 @@ def init_hardening(app: Flask) -> None:
         session_cookie_secure=True,
         x_xss_protection=False,
     )
-    docs = "api-docs.openapi_swagger_ui"
-    if docs in app.view_functions:
-        render_docs = app.view_functions[docs]  # a bound method: Talisman needs a function to mark
-
-        def docs_page():
-            return render_docs()
-
-        app.view_functions[docs] = talisman(content_security_policy=DOCS_CSP,
-                                            content_security_policy_nonce_in=["script-src"])(docs_page)
     if app.config["CORS_ORIGINS"]:
         CORS(app, resources={r"/api/*": {"origins": app.config["CORS_ORIGINS"]}}, expose_headers=EXPOSED_HEADERS,
              allow_headers=ALLOWED_HEADERS, methods=["GET", "POST", "PUT", "PATCH", "DELETE"], max_age=600)
-    init_limiter(app)
+
+
+def assign_request_id() -> None:
+    supplied = request.headers.get("X-Request-ID", "")
+    g.request_id = supplied if REQUEST_ID_RE.fullmatch(supplied) else uuid.uuid4().hex
+
+
+def add_request_id(response: Response) -> Response:
+    response.headers["X-Request-ID"] = g.get("request_id") or uuid.uuid4().hex
+    return response
+
+
+def no_store(response: Response) -> Response:
+    """API responses are per caller and change often: nothing may be stored by caches."""
+    headers = response.headers
+    headers.setdefault("Cache-Control", "no-store")
+    if "HTTP_AUTHORIZATION" in request.environ:
+        vary = headers.get("Vary")
+        if not vary:
+            headers["Vary"] = "Authorization"
+        elif "authorization" not in vary.lower():
+            headers["Vary"] = f"{vary}, Authorization"
+    return response
+
+
+def drop_stray_retry_after(response: Response) -> Response:
+    """flask-limiter adds Retry-After (its window's reset) to every limited response: it belongs
+    on 429 only. A 503 keeps the short dependency value its problem set."""
+    if response.status_code == 503 and "dependency_retry_after" in g:
+        response.headers["Retry-After"] = g.dependency_retry_after
+    elif response.status_code not in (429, 503):
+        response.headers.pop("Retry-After", None)
+    return response

@@ -114,7 +114,7 @@ def _example(spec: dict, schema: dict) -> Any:
                                                                  or name in schema.get("required", []))}
     if "enum" in schema:
         return schema["enum"][0]
-    return {"integer": 1, "number": 1.0, "boolean": True, "array": []}.get(schema.get("type"), "string")
+    return {"integer": 1, "number": 1.0, "boolean": True, "array": []}.get(str(schema.get("type")), "string")
 
 
 def _json(value: Any) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 
@@ -35,6 +35,7 @@ class Migration:
 
     def load(self) -> ModuleType:
         spec = importlib.util.spec_from_file_location(f"taskapi_migration_{self.name}", self.path)
+        assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         if not callable(getattr(module, "upgrade", None)):
@@ -45,7 +46,7 @@ class Migration:
 def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     """Every NNNN_name.py in the directory, by number; duplicate numbers are a mistake."""
     found = sorted((p for p in directory.glob("*.py") if NAME_RE.match(p.name)), key=lambda p: p.name)
-    numbers = [NAME_RE.match(p.name).group(1) for p in found]
+    numbers = [p.name[:4] for p in found]  # NAME_RE: four digits first
     duplicates = {n for n in numbers if numbers.count(n) > 1}
     if duplicates:
         raise RuntimeError(f"two migrations share the number(s) {', '.join(sorted(duplicates))}")
@@ -86,6 +87,6 @@ def _apply_pending(db: Database, migrations: list[Migration]) -> list[str]:
         if migration.name in done:
             continue
         migration.load().upgrade(db)
-        db[RECORDS].insert_one({"_id": migration.name, "applied_at": datetime.now(timezone.utc)})
+        db[RECORDS].insert_one({"_id": migration.name, "applied_at": datetime.now(UTC)})
         applied.append(migration.name)
     return applied

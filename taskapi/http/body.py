@@ -1,27 +1,22 @@
-"""HTTP plumbing shared by every blueprint: JSON in and out, the body gate, request ids."""
+"""JSON in and out: orjson for responses, and the body gate: a body only where a route takes
+JSON, and then exactly one strict RFC 8259 object (no duplicate keys, NaN, lone surrogates,
+NUL, or nesting past MAX_JSON_DEPTH), read at most MAX_CONTENT_LENGTH bytes, chunked or not."""
 
 from __future__ import annotations
 
-import functools
 import json
-import re
-import uuid
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
-import flask_smorest
 import orjson
 from bson import ObjectId
-from flask import Flask, Response, current_app, g, request
+from flask import Response, current_app, g, request
 from flask.json.provider import JSONProvider
-from marshmallow import RAISE
-from webargs import core
-from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from taskapi.clock import format_timestamp
 from taskapi.errors import BadRequest, UnsupportedMediaType
 
-REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 MAX_JSON_DEPTH = 32
 BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
@@ -32,15 +27,6 @@ def _default(value: Any) -> Any:
     if isinstance(value, datetime):
         return format_timestamp(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def format_timestamp(value: datetime) -> str:
-    """RFC 3339 in UTC with a Z suffix; milliseconds (MongoDB's precision) only when non-zero."""
-    if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc)
-    if value.microsecond:
-        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class OrjsonProvider(JSONProvider):
@@ -189,95 +175,3 @@ def read_body(limit: int) -> bytes:
     if size > limit:
         raise RequestEntityTooLarge()
     return b"".join(chunks)
-
-
-def assign_request_id() -> None:
-    supplied = request.headers.get("X-Request-ID", "")
-    g.request_id = supplied if REQUEST_ID_RE.fullmatch(supplied) else uuid.uuid4().hex
-
-
-def add_request_id(response: Response) -> Response:
-    response.headers["X-Request-ID"] = g.get("request_id") or uuid.uuid4().hex
-    return response
-
-
-class StrictParser(FlaskParser):
-    """webargs parser that reads the already-gated body and refuses unknown query parameters."""
-
-    DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "query": RAISE, "querystring": RAISE}
-
-    def _raw_load_json(self, req):  # noqa: ANN001 - webargs hook
-        return g.get("json_body", core.missing)
-
-
-class Blueprint(flask_smorest.Blueprint):
-    """flask-smorest Blueprint that marks the views taking a JSON body for the body gate."""
-
-    ARGUMENTS_PARSER = StrictParser()
-
-    def arguments(self, schema, *, location="json", **kwargs):  # noqa: ANN001, ANN201
-        decorator = super().arguments(schema, location=location, **kwargs)
-        if location != "json":
-            return decorator
-
-        def mark(func):
-            wrapped = decorator(func)
-            wrapped._takes_json = True
-            return wrapped
-
-        return mark
-
-    def auth_required(self, *, refresh: bool = False):  # noqa: ANN201
-        """Require a valid, unrevoked token of the given type; documents the bearer scheme and 401."""
-        from taskapi.security import verify_request_token
-
-        def decorator(func):
-            @functools.wraps(func)
-            def guarded(*args, **kwargs):
-                verify_request_token(refresh=refresh)
-                return func(*args, **kwargs)
-
-            guarded = self.doc(security=[{"bearerAuth": []}])(guarded)
-            guarded = self.problem(401, "Missing, invalid, expired or revoked token.")(guarded)
-            return self.problem(503, "Redis or MongoDB unavailable; retry after `Retry-After`.")(guarded)
-
-        return decorator
-
-    def problem(self, status: int, description: str):  # noqa: ANN201
-        """Document an error response as problem+json."""
-        from taskapi.errors import PROBLEM_MIMETYPE
-        from taskapi.schemas.common import ProblemSchema
-
-        return self.alt_response(status, schema=ProblemSchema, content_type=PROBLEM_MIMETYPE, description=description)
-
-
-def no_store(response: Response) -> Response:
-    """API responses are per caller and change often: nothing may be stored by caches."""
-    headers = response.headers
-    headers.setdefault("Cache-Control", "no-store")
-    if "HTTP_AUTHORIZATION" in request.environ:
-        vary = headers.get("Vary")
-        if not vary:
-            headers["Vary"] = "Authorization"
-        elif "authorization" not in vary.lower():
-            headers["Vary"] = f"{vary}, Authorization"
-    return response
-
-
-def drop_stray_retry_after(response: Response) -> Response:
-    """flask-limiter adds Retry-After (its window's reset) to every limited response: it belongs
-    on 429 only. A 503 keeps the short dependency value its problem set."""
-    if response.status_code == 503 and "dependency_retry_after" in g:
-        response.headers["Retry-After"] = g.dependency_retry_after
-    elif response.status_code not in (429, 503):
-        response.headers.pop("Retry-After", None)
-    return response
-
-
-def register_request_hooks(app: Flask) -> None:
-    app.json = OrjsonProvider(app)
-    app.before_request(assign_request_id)
-    app.before_request(gate_request_body)
-    app.after_request(add_request_id)
-    app.after_request(no_store)
-    app.after_request(drop_stray_retry_after)  # registered before the limiter's hook, so it runs after it

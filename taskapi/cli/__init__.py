@@ -8,7 +8,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
-from taskapi import migrate
+from taskapi.cli import migrate
 from taskapi.extensions import get_db
 
 db_cli = AppGroup("db", help="Database migrations.")
@@ -50,7 +50,7 @@ def users_create_admin(email: str, password: str) -> None:
     try:
         data = RegisterSchema().load({"email": email, "password": password})
     except ValidationError as exc:
-        for field, messages in exc.messages.items():
+        for field, messages in exc.messages_dict.items():
             click.echo(f"error: {field}: {' '.join(messages)}", err=True)
         raise SystemExit(2) from None
     user, created = create_admin(email=data["email"], password=data["password"])
@@ -117,7 +117,7 @@ COLLECTION = "docs/taskapi.postman_collection.json"
 
 
 def spec_document(app: Flask) -> dict:
-    from taskapi.extensions import get_api
+    from taskapi.http.api import get_api
 
     return get_api(app).spec.to_dict()
 
@@ -133,7 +133,7 @@ def openapi_export(output: str) -> None:
 @click.option("--output", "-o", default=COLLECTION, show_default=True, help="File to write ('-': stdout).")
 def openapi_postman(output: str) -> None:
     """Generate the Postman v2.1 collection from the OpenAPI document."""
-    from taskapi.postman import build_collection
+    from taskapi.cli.postman import build_collection
 
     _write(output, build_collection(spec_document(current_app)))
 
@@ -151,7 +151,7 @@ def _write(output: str, document: dict) -> None:
     click.echo(f"wrote {path}")
 
 
-def register(app: Flask) -> None:
+def register_commands(app: Flask) -> None:
     app.cli.add_command(db_cli)
     app.cli.add_command(users_cli)
     app.cli.add_command(seed_command)

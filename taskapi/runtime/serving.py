@@ -24,7 +24,7 @@ import socket
 import time
 import uuid
 from concurrent import futures
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import partial
 
 from gunicorn import util
@@ -34,7 +34,7 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 PROBE_REQUEST_LINES = (b"GET /healthz ", b"HEAD /healthz ", b"GET /healthz?", b"HEAD /healthz?")
 
 
-def write_problem(sock, status_int: int, reason: str, mesg: str) -> None:  # noqa: ANN001 - gunicorn's signature
+def write_problem(sock, status_int: int, reason: str, mesg: str) -> None:
     request_id = uuid.uuid4().hex
     body = json.dumps({"type": "about:blank", "title": reason, "status": status_int,
                        "detail": f"The server could not accept this request: {reason.lower()}.",
@@ -51,7 +51,7 @@ class ProblemThreadWorker(ThreadWorker):
         self.probe_pool = futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="probe")
         super().init_process()
 
-    def accept(self, listener) -> None:  # noqa: ANN001 - gunicorn's signature
+    def accept(self, listener) -> None:
         """A new connection waits for its first bytes in the poller, then is dispatched."""
         try:
             client_sock, client_addr = listener.accept()
@@ -63,7 +63,7 @@ class ProblemThreadWorker(ThreadWorker):
         self.pending_conns.append(conn)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
 
-    def enqueue_req(self, conn) -> None:  # noqa: ANN001 - gunicorn's signature
+    def enqueue_req(self, conn) -> None:
         """Probes to their own thread, everything else to the request threads."""
         pool = self.probe_pool if is_probe(conn) else self.tpool
         future = pool.submit(self.handle, conn)
@@ -76,7 +76,7 @@ class ProblemThreadWorker(ThreadWorker):
             self.probe_pool.shutdown(wait=False)
 
 
-def is_probe(conn) -> bool:  # noqa: ANN001 - a gunicorn TConn
+def is_probe(conn) -> bool:
     """Does the next request on this connection start with `GET /healthz`? (Peeked, not read.)"""
     if conn.parser is not None and conn.parser.unreader.buf.getvalue():
         return False  # bytes already read ahead: the parser's, not the socket's
@@ -90,12 +90,12 @@ def is_probe(conn) -> bool:  # noqa: ANN001 - a gunicorn TConn
 class JsonAccessLogger(Logger):
     """Access log lines as JSON: time, method, path, status, bytes, duration_ms, request_id, …"""
 
-    def access(self, resp, req, environ, request_time) -> None:  # noqa: ANN001 - gunicorn's signature
+    def access(self, resp, req, environ, request_time) -> None:
         if not (self.cfg.accesslog or self.cfg.logconfig or self.cfg.logconfig_dict or self.cfg.syslog):
             return
-        headers = dict((name.lower(), value) for name, value in (resp.headers or []))
+        headers = {name.lower(): value for name, value in (resp.headers or [])}
         entry = {
-            "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "level": "INFO",
             "logger": "gunicorn.access",
             "remote_addr": environ.get("REMOTE_ADDR"),

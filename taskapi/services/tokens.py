@@ -1,4 +1,5 @@
-"""Password hashing, token issue and verification, and the revocation state in Redis.
+"""Password hashing, token issue, and the revocation state in Redis (taskapi/http/auth.py
+verifies a request's token against it).
 
 Redis keys (in REDIS_URL's Redis, which must never evict: see README "Redis"):
   taskapi:bl:{jti}     a revoked access token; TTL = the token's remaining life
@@ -15,37 +16,32 @@ read-only replica), the change is refused as a whole with 503 and nothing is sto
 change is ever saved while the tokens it should have killed keep working. A missing mirror is
 restored from MongoDB, never read as "not revoked".
 
-A request is verified once: signature, claims, then all three keys in one pipelined round
-trip; if Redis cannot answer, the request fails closed with 503.
+A request is checked against all three keys in one pipelined round trip (revocation_state);
+if Redis cannot answer, the request fails closed with 503.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import logging
-import re
 import time
 import uuid
 from datetime import timedelta
 from typing import Any
 
-import orjson
 import redis
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from bson import ObjectId
 from bson.errors import InvalidId
-from flask import Flask, current_app, g, request
+from flask import Flask, current_app
 from flask_jwt_extended import JWTManager, create_access_token, create_refresh_token
 
 from taskapi.errors import Unauthorized
-from taskapi.extensions import get_redis
+from taskapi.extensions import PREFIX, get_redis, redis_script
 from taskapi.models.user import User
+from taskapi.services.cache import key_cache_generation
 
 log = logging.getLogger("taskapi.security")
-PREFIX = "taskapi:"
 jwt = JWTManager()
 
 # Rotation in one atomic step: the presented refresh token must be the session's current one.
@@ -88,19 +84,6 @@ def key_session(sid: str) -> str:
 
 def key_generation(user_id: str) -> str:
     return f"{PREFIX}ugen:{user_id}"
-
-
-def key_cache_generation(user_id: str) -> str:
-    """The user's response-cache generation (see services/cache.py), read with the token check."""
-    return f"{PREFIX}cgen:{user_id}"
-
-
-def redis_script(source: str):
-    """A registered Lua script on this app's Redis (EVALSHA, loaded on first use)."""
-    scripts = current_app.extensions.setdefault("redis_scripts", {})
-    if source not in scripts:
-        scripts[source] = get_redis().register_script(source)
-    return scripts[source]
 
 
 # --- passwords -------------------------------------------------------------------------
@@ -169,9 +152,9 @@ def issue_session(user_id: str, generation: int, role: str) -> dict[str, Any]:
     return pair
 
 
-def rotate_session(role: str) -> dict[str, Any]:
-    """Exchange the presented refresh token for a new pair; reuse of an old one revokes the family."""
-    claims = current_claims()
+def rotate_session(claims: dict[str, Any], role: str) -> dict[str, Any]:
+    """Exchange the presented refresh token (its verified claims) for a new pair; reuse of an
+    old one revokes the family."""
     user_id, sid = claims["sub"], claims["sid"]
     pair, refresh_jti = _token_pair(user_id, sid, claims["gen"], role)
     outcome = redis_script(ROTATE_SCRIPT)(
@@ -204,13 +187,13 @@ def _token_pair(user_id: str, sid: str, generation: int, role: str) -> tuple[dic
     return pair, refresh_jti
 
 
-def revoke_current_session() -> None:
-    """Logout: the presented access token and its whole session, at once, everywhere.
+def revoke_session(claims: dict[str, Any]) -> None:
+    """Logout: the presented access token (its verified claims) and its whole session, at
+    once, everywhere.
 
     The session goes first, with DEL, which Redis accepts even at its memory limit; that alone
     revokes every token of the session. The blocklist entry is a second lock, best effort.
     """
-    claims = current_claims()
     end_session(claims["sid"])
     try:
         get_redis().set(key_blocklist(claims["jti"]), "1", ex=max(int(claims["exp"] - time.time()), 1))
@@ -218,27 +201,26 @@ def revoke_current_session() -> None:
         log.warning("logout: blocklist entry not written (%s); the session is gone", exc.__class__.__name__)
 
 
-def token_is_revoked(claims: dict) -> bool:
-    """Blocklisted jti, ended session or stale generation; one round trip, fails closed.
-
-    The same round trip fetches the caller's cache generation for the read-your-writes cache.
-    A missing generation mirror is restored from MongoDB (one more read, once).
-    """
+def revocation_state(claims: dict[str, Any]) -> tuple[bool, int]:
+    """(revoked, cache generation) of a token whose signature verified: revoked is a
+    blocklisted jti, an ended session or a stale generation. One round trip, failing closed
+    (a RedisError propagates: 503); the same trip fetches the caller's cache generation for
+    the read-your-writes cache. A missing generation mirror is restored from MongoDB (one
+    more read, once)."""
     sid, generation = claims.get("sid"), claims.get("gen")
     if not isinstance(sid, str) or not isinstance(generation, int) or isinstance(generation, bool):
-        return True  # not one of ours, whatever the signature says
+        return True, 0  # not one of ours, whatever the signature says
     pipe = get_redis().pipeline(transaction=False)
     pipe.exists(key_blocklist(claims["jti"]))
     pipe.exists(key_session(sid))
     pipe.get(key_generation(claims["sub"]))
     pipe.get(key_cache_generation(claims["sub"]))
     blocked, session_alive, current, cache_generation = pipe.execute()  # a Redis error propagates: 503
-    g.cache_generation = int(cache_generation or 0)
     if blocked or not session_alive:
-        return True
+        return True, 0
     if current is None:
         current = restore_generation(claims["sub"])
-    return int(current) != generation
+    return int(current) != generation, int(cache_generation or 0)
 
 
 def restore_generation(user_id: str) -> int:
@@ -251,130 +233,6 @@ def restore_generation(user_id: str) -> int:
     if user is None:
         return -1
     return token_generation(user_id, user.get("token_gen", 0))
-
-
-# --- verification --------------------------------------------------------------------------
-#
-# flask-jwt-extended issues the tokens; checking them is done here, in one pass: it parsed
-# each token three times (unverified header, unverified claims, verified decode), which was a
-# third of the CPU of a cached read. The rules are RFC 8725's: the algorithm is ours, never
-# the token's; every segment is canonical base64url; the signature is checked in constant
-# time; exp, nbf, iat, iss, aud and the token type are required and checked; then revocation
-# (one Redis round trip, failing closed). A request's token is verified once, whoever asks
-# first (the rate limiter choosing a budget, or the route's guard).
-
-DIGESTS = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
-INVALID = "The token is invalid."
-B64URL = re.compile(r"[A-Za-z0-9_-]*")
-_UNSET = object()
-
-
-def _b64decode(segment: str) -> bytes:
-    """Canonical unpadded base64url only (RFC 7515 section 2): no padding, no other alphabet,
-    and no unused bits set, so one token has exactly one spelling."""
-    if not B64URL.fullmatch(segment) or len(segment) % 4 == 1:
-        raise ValueError("not base64url")
-    raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != segment:
-        raise ValueError("non-canonical base64url")
-    return raw
-
-
-def _signature_matches(signing_input: str, signature_b64: str) -> bool:
-    """HMAC of header.payload with our key and pinned algorithm, compared in constant time."""
-    config = current_app.config
-    expected = hmac.new(config["JWT_SECRET_KEY"].encode(), signing_input.encode(),
-                        DIGESTS[config["JWT_ALGORITHM"]]).digest()
-    return hmac.compare_digest(_b64decode(signature_b64), expected)
-
-
-def authenticate() -> dict[str, Any]:
-    """The verified claims of the request's bearer token (signature, claims and revocation),
-    or the 401 (or 503) that says why not. Verified once per request."""
-    outcome = g.get("_token_outcome", _UNSET)
-    if outcome is _UNSET:
-        try:
-            outcome = _authenticate()
-        except Exception as exc:  # noqa: BLE001 - kept and raised to whoever asks
-            outcome = exc
-        g._token_outcome = outcome
-    if isinstance(outcome, Exception):
-        raise outcome
-    return outcome
-
-
-def _authenticate() -> dict[str, Any]:
-    header = request.headers.get("Authorization")
-    if not header:
-        raise Unauthorized("An access token is required: send 'Authorization: Bearer <token>'.", error=None)
-    scheme, _, token = header.partition(" ")
-    if scheme != "Bearer" or not token.strip():
-        raise Unauthorized("The Authorization header must be 'Bearer <token>'.", error="invalid_request")
-    claims = _verified_claims(token.strip())
-    if token_is_revoked(claims):
-        raise Unauthorized("The token has been revoked.")
-    return claims
-
-
-def verify_request_token(*, refresh: bool = False) -> dict[str, Any]:
-    """The verified claims of the request's bearer token of this type, or a 401 saying what is wrong."""
-    claims = authenticate()
-    if claims.get("type") != ("refresh" if refresh else "access"):
-        raise Unauthorized("An access token cannot be used here; send a refresh token." if refresh
-                           else "A refresh token cannot be used here; send an access token.")
-    g.token_claims = claims
-    return claims
-
-
-def verified_subject() -> str | None:
-    """The user id of a token that verified completely (expiry and revocation included), else None:
-    what the rate limiter keys a budget on, so an old or forged token spends nobody's budget."""
-    if not request.headers.get("Authorization"):
-        return None
-    try:
-        return authenticate()["sub"]
-    except Exception:  # noqa: BLE001 - any failure: the client IP's budget
-        return None
-
-
-def _verified_claims(token: str) -> dict[str, Any]:
-    config = current_app.config
-    try:
-        head_b64, payload_b64, signature_b64 = token.split(".")
-        head = orjson.loads(_b64decode(head_b64))
-        if not isinstance(head, dict) or head.get("alg") != config["JWT_ALGORITHM"]:
-            raise ValueError("algorithm")
-        if not _signature_matches(f"{head_b64}.{payload_b64}", signature_b64):
-            raise ValueError("signature")
-        claims = orjson.loads(_b64decode(payload_b64))
-        if not isinstance(claims, dict):
-            raise ValueError("claims")
-    except (ValueError, TypeError, UnicodeError, orjson.JSONDecodeError):
-        raise Unauthorized(INVALID) from None
-    now = time.time()
-    numbers = [claims.get(name) for name in ("exp", "nbf", "iat")]
-    if not all(isinstance(n, (int, float)) and not isinstance(n, bool) for n in numbers):
-        raise Unauthorized(INVALID)
-    audience = claims.get("aud")
-    if isinstance(audience, list):
-        audience = config["JWT_AUDIENCE"] if config["JWT_AUDIENCE"] in audience else None
-    if (claims.get("iss") != config["JWT_ISSUER"] or audience != config["JWT_AUDIENCE"]
-            or not isinstance(claims.get("sub"), str) or not isinstance(claims.get("jti"), str)):
-        raise Unauthorized(INVALID)
-    if now >= claims["exp"]:
-        raise Unauthorized("The token has expired.")
-    if now < claims["nbf"]:
-        raise Unauthorized("The token is not valid yet.")
-    return claims
-
-
-def current_claims() -> dict[str, Any]:
-    """The claims `verify_request_token` accepted for this request."""
-    return g.token_claims
-
-
-def current_user_id() -> str:
-    return g.token_claims["sub"]
 
 
 def init_jwt(app: Flask) -> None:

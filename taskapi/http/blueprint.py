@@ -1,0 +1,91 @@
+"""The Blueprint every API module uses: behaviour declared on the view it applies to.
+
+    @blp.route("/login", methods=["POST"])
+    @blp.limit(login_rate, key=client_ip)        # rate limits on top of the per-identity budget
+    @blp.auth_required(role="admin")             # the token guard (type, role), documented
+    @blp.arguments(LoginSchema())                # a JSON body: the body gate lets one through
+    @blp.response(200, TokenPairSchema())
+    @blp.problem(401, "...")                     # an error response, documented as problem+json
+
+Each decorator both does its work and puts it in the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import flask_smorest
+from flask import g
+from marshmallow import RAISE
+from webargs import core
+from webargs.flaskparser import FlaskParser
+
+from taskapi.http.auth import verify_request_token
+from taskapi.http.limits import declare_limit
+from taskapi.http.problems import PROBLEM_MIMETYPE
+from taskapi.schemas.common import ProblemSchema
+
+View = Callable[..., Any]
+
+
+class StrictParser(FlaskParser):
+    """webargs parser that reads the already-gated body and refuses unknown query parameters."""
+
+    DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "query": RAISE, "querystring": RAISE}
+
+    def _raw_load_json(self, req):
+        return g.get("json_body", core.missing)
+
+
+class Blueprint(flask_smorest.Blueprint):
+    """flask-smorest Blueprint that marks the views taking a JSON body for the body gate."""
+
+    ARGUMENTS_PARSER = StrictParser()
+
+    def arguments(self, schema, *, location="json", **kwargs):
+        decorator = super().arguments(schema, location=location, **kwargs)
+        if location != "json":
+            return decorator
+
+        def mark(func):
+            wrapped = decorator(func)
+            wrapped._takes_json = True
+            return wrapped
+
+        return mark
+
+    def auth_required(self, *, refresh: bool = False, role: str | None = None) -> Callable[[View], View]:
+        """Require a valid, unrevoked token of the given type (and role, which the token
+        carries); documents the bearer scheme, the 401 and, with a role, the 403."""
+
+        def decorator(func: View) -> View:
+            @functools.wraps(func)
+            def guard(*args: Any, **kwargs: Any) -> Any:
+                verify_request_token(refresh=refresh, role=role)
+                return func(*args, **kwargs)
+
+            guarded: View = guard
+            guarded = self.doc(security=[{"bearerAuth": []}])(guarded)
+            guarded = self.problem(401, "Missing, invalid, expired or revoked token.")(guarded)
+            if role is not None:
+                guarded = self.problem(403, f"The token's role is not {role}.")(guarded)
+            return self.problem(503, "Redis or MongoDB unavailable; retry after `Retry-After`.")(guarded)
+
+        return decorator
+
+    def limit(self, rate: Callable[[], str], *, key: Callable[[], str]) -> Callable[[View], View]:
+        """A rate limit of this route (on top of every caller's overall budget): `rate()` names
+        it from the configuration, `key()` says whose budget a request spends. Checked before
+        the view, with the others, by the app's limiter (http/limits.py); answers 429."""
+
+        def decorator(func: View) -> View:
+            limited = declare_limit(func, rate, key)
+            return self.problem(429, "Too many requests; retry after `Retry-After` seconds.")(limited)
+
+        return decorator
+
+    def problem(self, status: int, description: str) -> Callable[[View], View]:
+        """Document an error response as problem+json."""
+        return self.alt_response(status, schema=ProblemSchema, content_type=PROBLEM_MIMETYPE, description=description)
