@@ -28,7 +28,7 @@ blp = Blueprint("auth", __name__, description="Registration, tokens and the call
 def register(body):
     """Create an account (role `user`)."""
     user = auth.register(**body)
-    return user, 201, {"Location": url_for("users.get_user", user_id=str(user.id))}
+    return user, 201, {"Location": url_for("users.get_user", user_id=str(user["_id"]))}
 
 
 @blp.route("/login", methods=["POST"])
@@ -40,7 +40,7 @@ def register(body):
 def login(body):
     """Exchange credentials for an access token (15 min) and a refresh token (30 days)."""
     user, generation = auth.authenticate(**body)
-    return tokens.issue_session(str(user.id), generation, user.role)
+    return tokens.issue_session(str(user["_id"]), generation, user["role"])
 
 
 @blp.route("/refresh", methods=["POST"])

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from flask import g, jsonify, request, url_for
+from flask import request, url_for
 
 from taskapi.http.auth import current_user_id
 from taskapi.http.blueprint import Blueprint
 from taskapi.http.caching import cached
+from taskapi.http.headers import etag_header, next_link, not_modified
 from taskapi.schemas.tasks import TaskInputSchema, TaskPageSchema, TaskPatchSchema, TaskQuerySchema, TaskSchema
-from taskapi.services import idempotency
 from taskapi.services import tasks as service
-from taskapi.services.paging import next_link
 
 blp = Blueprint("tasks", __name__, description="The caller's tasks. Other users' tasks are invisible (404).")
 
-task_schema = TaskSchema()
 ETAG_HEADER = {"ETag": {"description": 'Entity tag of this version, e.g. "v3".', "schema": {"type": "string"}}}
 IF_MATCH = {"in": "header", "name": "If-Match", "required": False, "schema": {"type": "string"},
             "description": 'Only act if the task is still at this ETag (412 otherwise); `*` matches any. '
@@ -23,61 +21,30 @@ IF_MATCH = {"in": "header", "name": "If-Match", "required": False, "schema": {"t
                            'comparison, so conditional updates work behind gzip).'}
 IF_NONE_MATCH = {"in": "header", "name": "If-None-Match", "required": False, "schema": {"type": "string"},
                  "description": "304 Not Modified if the task is still at this ETag."}
-IDEMPOTENCY_KEY = {"in": "header", "name": "Idempotency-Key", "required": False,
-                   "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x21-\\x7e]+$"},
-                   "description": "Replays the first response for 24 h instead of creating a second task."}
 
 
 def precondition() -> service.Precondition | None:
     return service.Precondition(request.if_match) if "If-Match" in request.headers else None
 
 
-def task_response(task, status: int = 200, **headers: str):
-    response = jsonify(task_schema.dump(task))
-    response.status_code = status
-    response.set_etag(service.etag_for(task["version"]))
-    response.headers.update(headers)
-    return response
+def etag(task: dict) -> dict[str, str]:
+    return etag_header(service.etag_for(task["version"]))
 
 
 @blp.route("", methods=["POST"])
 @blp.auth_required()
 @blp.arguments(TaskInputSchema())
+@blp.idempotent()
 @blp.response(201, TaskSchema(), headers={**ETAG_HEADER, "Location": {"schema": {"type": "string"}}})
 @blp.problem(400, "Malformed body, or an Idempotency-Key over 255 characters.")
 @blp.problem(409, "A request with this Idempotency-Key is still in flight, or the task quota is reached.")
-@blp.doc(parameters=[IDEMPOTENCY_KEY])
 def create_task(body):
     """Create a task. With `Idempotency-Key`, a retry replays the first response (`Idempotent-Replayed: true`).
 
     Each user may keep up to TASKS_MAX_PER_USER tasks (default 50 000; 409 beyond). The most
     recent IDEMPOTENCY_MAX_KEYS_PER_USER keys (default 1 000) are remembered for 24 h."""
-    owner = current_user_id()
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
-        return _created(service.create_task(owner=owner, data=body))
-    key = idempotency.validate_key(key)
-    digest = idempotency.body_digest(g.json_body)
-    stored = idempotency.begin(user_id=owner, key=key, digest=digest)
-    if stored is not None:
-        replay = jsonify(stored["body"])
-        replay.status_code = stored["status"]
-        replay.headers.update(stored["headers"])
-        replay.headers["Idempotent-Replayed"] = "true"
-        return replay
-    try:
-        response = _created(service.create_task(owner=owner, data=body))
-    except Exception:
-        idempotency.abandon(user_id=owner, key=key)
-        raise
-    idempotency.complete(user_id=owner, key=key, digest=digest, status=response.status_code,
-                         body=response.get_json(), headers={"Location": response.headers["Location"],
-                                                            "ETag": response.headers["ETag"]})
-    return response
-
-
-def _created(task):
-    return task_response(task, 201, Location=url_for("tasks.get_task", task_id=str(task["_id"])))
+    task = service.create_task(owner=current_user_id(), data=body)
+    return task, 201, {"Location": url_for("tasks.get_task", task_id=str(task["_id"])), **etag(task)}
 
 
 @blp.route("", methods=["GET"])
@@ -108,13 +75,10 @@ def list_tasks(query):
 def get_task(task_id):
     """One task, with its ETag."""
     task = service.get_task(owner=current_user_id(), task_id=task_id)
-    etag = service.etag_for(task["version"])
-    if request.if_none_match.star_tag or request.if_none_match.contains_weak(etag):
-        response = task_response(task, 304)
-        response.set_data(b"")
-        response.headers.pop("Content-Type", None)
-        return response
-    return task_response(task)
+    tag = service.etag_for(task["version"])
+    if request.if_none_match.star_tag or request.if_none_match.contains_weak(tag):
+        return not_modified(tag)
+    return task, 200, etag_header(tag)
 
 
 @blp.route("/<id:task_id>", methods=["PATCH"])
@@ -126,8 +90,8 @@ def get_task(task_id):
 @blp.doc(parameters=[IF_MATCH])
 def patch_task(body, task_id):
     """Change some fields; `version` grows by one if anything changed."""
-    return task_response(service.update_task(owner=current_user_id(), task_id=task_id, changes=body,
-                                             precondition=precondition()))
+    task = service.update_task(owner=current_user_id(), task_id=task_id, changes=body, precondition=precondition())
+    return task, 200, etag(task)
 
 
 @blp.route("/<id:task_id>", methods=["PUT"])
@@ -139,8 +103,9 @@ def patch_task(body, task_id):
 @blp.doc(parameters=[IF_MATCH])
 def put_task(body, task_id):
     """Replace every writable field: `title` is required, omitted fields reset to their defaults."""
-    return task_response(service.update_task(owner=current_user_id(), task_id=task_id, changes=body,
-                                             replace=True, precondition=precondition()))
+    task = service.update_task(owner=current_user_id(), task_id=task_id, changes=body, replace=True,
+                               precondition=precondition())
+    return task, 200, etag(task)
 
 
 @blp.route("/<id:task_id>", methods=["DELETE"])

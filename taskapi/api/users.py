@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from taskapi.http.auth import current_user_id
 from taskapi.http.blueprint import Blueprint
+from taskapi.http.headers import next_link
 from taskapi.schemas.auth import AdminUserPatchSchema, UserPageSchema, UserQuerySchema, UserSchema
 from taskapi.services import users
-from taskapi.services.paging import next_link
 
 blp = Blueprint("users", __name__, description="User administration; admins only (403 for others).")
 

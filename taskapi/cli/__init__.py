@@ -55,9 +55,9 @@ def users_create_admin(email: str, password: str) -> None:
         raise SystemExit(2) from None
     user, created = create_admin(email=data["email"], password=data["password"])
     if created:
-        click.echo(f"created admin {user.email} ({user.id})")
+        click.echo(f"created admin {user['email']} ({user['_id']})")
     else:
-        click.echo(f"promoted {user.email} ({user.id}) to admin; its password is unchanged")
+        click.echo(f"promoted {user['email']} ({user['_id']}) to admin; its password is unchanged")
 
 
 @users_cli.command("delete")
@@ -67,13 +67,13 @@ def users_create_admin(email: str, password: str) -> None:
 def users_delete(email: str | None, user_id: str | None, yes: bool) -> None:
     """Erase an account: revoke its tokens first, then delete its tasks and records, then the user."""
     from taskapi.errors import ApiError
-    from taskapi.models.user import User
+    from taskapi.models.user import users
     from taskapi.services.users import delete_user
 
     if bool(email) == bool(user_id):
         raise click.UsageError("give exactly one of --email and --id")
-    found = User.objects(email=email.strip().lower()).only("id", "email").first() if email else None
-    target = str(found.id) if found else user_id
+    found = users().find_one({"email": email.strip().lower()}, {"_id": 1}) if email else None
+    target = str(found["_id"]) if found else user_id
     if target is None:
         click.echo(f"error: no user with email {email}", err=True)
         raise SystemExit(1)

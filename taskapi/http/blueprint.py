@@ -4,6 +4,7 @@
     @blp.limit(login_rate, key=client_ip)        # rate limits on top of the per-identity budget
     @blp.auth_required(role="admin")             # the token guard (type, role), documented
     @blp.arguments(LoginSchema())                # a JSON body: the body gate lets one through
+    @blp.idempotent()                            # Idempotency-Key replays (create_task)
     @blp.response(200, TokenPairSchema())
     @blp.problem(401, "...")                     # an error response, documented as problem+json
 
@@ -23,6 +24,8 @@ from webargs import core
 from webargs.flaskparser import FlaskParser
 
 from taskapi.http.auth import verify_request_token
+from taskapi.http.idempotency import PARAMETER as IDEMPOTENCY_KEY
+from taskapi.http.idempotency import idempotent
 from taskapi.http.limits import declare_limit
 from taskapi.http.problems import PROBLEM_MIMETYPE
 from taskapi.schemas.common import ProblemSchema
@@ -83,6 +86,15 @@ class Blueprint(flask_smorest.Blueprint):
         def decorator(func: View) -> View:
             limited = declare_limit(func, rate, key)
             return self.problem(429, "Too many requests; retry after `Retry-After` seconds.")(limited)
+
+        return decorator
+
+    def idempotent(self) -> Callable[[View], View]:
+        """Honour `Idempotency-Key` (http/idempotency.py): a retry replays the first response.
+        Goes between `arguments` and `response`; documents the header."""
+
+        def decorator(func: View) -> View:
+            return self.doc(parameters=[IDEMPOTENCY_KEY])(idempotent(func))
 
         return decorator
 

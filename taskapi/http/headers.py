@@ -17,12 +17,14 @@ from __future__ import annotations
 import re
 import uuid
 from typing import Any
+from urllib.parse import urlencode
 
 import flask
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from flask_cors import CORS
 from flask_talisman import Talisman
 from werkzeug.datastructures import Headers
+from werkzeug.http import quote_etag
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -134,3 +136,29 @@ def drop_stray_retry_after(response: Response) -> Response:
     elif response.status_code not in (429, 503):
         response.headers.pop("Retry-After", None)
     return response
+
+
+# --- response headers a view sets -----------------------------------------------------------
+
+def etag_header(tag: str) -> dict[str, str]:
+    """`ETag: "<tag>"` (a strong tag; If-Match also accepts its weak form)."""
+    return {"ETag": quote_etag(tag)}
+
+
+def not_modified(tag: str) -> Response:
+    """304 for a conditional GET whose If-None-Match still matches: no body, the ETag."""
+    response = current_app.response_class(status=304, headers=etag_header(tag))
+    response.headers.pop("Content-Type", None)
+    return response
+
+
+def next_link(cursor: str | None) -> dict[str, str]:
+    """`Link: <…>; rel="next"` for the same request with the new cursor.
+
+    The target is a relative reference (RFC 8288 resolves it against the request URL), so a
+    cached page never sends clients to the host name another client happened to use.
+    """
+    if cursor is None:
+        return {}
+    args = [(k, v) for k, v in request.args.items(multi=True) if k != "cursor"] + [("cursor", cursor)]
+    return {"Link": f'<{request.script_root}{request.path}?{urlencode(args)}>; rel="next"'}

@@ -1,4 +1,5 @@
-"""The Task document and the indexes that serve every list query shape.
+"""The Task document, the task rules (defaults, derived fields, open statuses) and the indexes
+that serve every list query shape. Queries go through `tasks()`, the document's collection.
 
 Sort keys stored beside the fields they order:
   priority_rank  0..3 for low..urgent, so `sort=priority` orders by rank, not by name;
@@ -9,14 +10,38 @@ Sort keys stored beside the fields they order:
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from mongoengine import DateTimeField, Document, IntField, ListField, ObjectIdField, StringField
+from pymongo.collection import Collection
 
 STATUSES = ("todo", "in_progress", "done")
+DONE = "done"
+OPEN_STATUSES = ("todo", "in_progress")  # what "overdue" and the open counts look at
 PRIORITIES = ("low", "medium", "high", "urgent")
 PRIORITY_RANK = {name: rank for rank, name in enumerate(PRIORITIES)}
 NO_DUE_LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
 NO_DUE_EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
+
+# The fields a client writes, and what a new task (or a PUT) has where the client says nothing.
+WRITABLE = ("title", "description", "status", "priority", "due_at", "tags")
+DEFAULTS: dict[str, Any] = {"description": "", "status": "todo", "priority": "medium", "due_at": None, "tags": []}
+
+
+def derived_fields(values: dict[str, Any], *, previous_status: str | None, previous_completed: datetime | None,
+                   now: datetime) -> dict[str, Any]:
+    """`values` (every writable field) with what follows from them: the sort keys and
+    completed_at (set when a task becomes done, kept while it stays done, cleared otherwise)."""
+    derived = dict(values)
+    derived["priority_rank"] = PRIORITY_RANK[values["priority"]]
+    due = values["due_at"]
+    derived["due_key_asc"] = due or NO_DUE_LATEST
+    derived["due_key_desc"] = due or NO_DUE_EARLIEST
+    if values["status"] == DONE:
+        derived["completed_at"] = previous_completed if previous_status == DONE else now
+    else:
+        derived["completed_at"] = None
+    return derived
 
 # Sort name (API) -> stored key; each has an index family below.
 SORT_KEYS = {
@@ -85,3 +110,8 @@ class Task(Document):
         "auto_create_index_on_save": False,
     }
 
+
+def tasks() -> Collection:
+    """The tasks collection (pymongo): every task query goes through it, as plain documents.
+    The Task document above declares the fields and the indexes (created by migrations)."""
+    return Task._get_collection()

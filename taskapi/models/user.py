@@ -1,8 +1,12 @@
-"""The User document: unique lower-cased email, argon2id hash, role, active flag."""
+"""The User document: unique lower-cased email, argon2id hash, role, active flag. Queries go
+through `users()`, the document's collection; `new_user` builds a document with its defaults."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from mongoengine import BooleanField, DateTimeField, Document, IntField, StringField
+from pymongo.collection import Collection
 
 from taskapi.clock import utcnow
 
@@ -29,3 +33,19 @@ class User(Document):
         "auto_create_index": False,
         "auto_create_index_on_save": False,
     }
+
+
+UserDoc = dict[str, Any]  # a users document as pymongo returns it
+
+
+def users() -> Collection:
+    """The users collection (pymongo): every user query goes through it, as plain documents."""
+    return User._get_collection()
+
+
+def new_user(**fields: Any) -> dict[str, Any]:
+    """A users document for insert_one: the given fields, validated by the User document, with
+    its defaults (role user, active, generation 0, timestamps now)."""
+    user = User(**fields)
+    user.validate()
+    return user.to_mongo().to_dict()

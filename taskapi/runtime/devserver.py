@@ -90,6 +90,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def redis_uri(port: int) -> str:
+    return f"redis://127.0.0.1:{port}/0"
+
+
 def require_free_port(port: int, what: str, hint: str) -> None:
     if port_in_use("127.0.0.1", port):
         raise StartupError(f"port {port} is already in use, so {what} cannot start ({hint})")
@@ -194,33 +198,31 @@ def run() -> int:
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     try:
-        if not env.get("MONGODB_URI"):
-            port = env_int("EMBEDDED_MONGODB_PORT", EMBEDDED_MONGODB_PORT, minimum=1)
-            require_free_port(port, "the embedded SecantusDB", "stop the other server or set MONGODB_URI")
-            log_path = data / "log" / "secantusdb.log"
-            process = start_secantus(port, str(data / "db"), log_path)
-            started.append(("SecantusDB", process))
-            env["MONGODB_URI"] = mongo_uri(port)
-            wait_until(lambda: ping_mongo(env["MONGODB_URI"]), process, "SecantusDB", log_path)
-            print(f"taskapi: SecantusDB on 127.0.0.1:{port}, data in {data / 'db'}", flush=True)
-        if not env.get("REDIS_URL"):
-            port = env_int("EMBEDDED_REDIS_PORT", EMBEDDED_REDIS_PORT, minimum=1)
-            require_free_port(port, "the embedded Redis", "stop the other server or set REDIS_URL")
-            log_path = data / "log" / "redis.log"
-            process = start_redis(port, data / "redis", log_path)
-            started.append(("Redis", process))
-            env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
-            wait_until(lambda: ping_redis(env["REDIS_URL"]), process, "Redis", log_path)
-            print(f"taskapi: Redis on 127.0.0.1:{port}, append-only file in {data / 'redis'}", flush=True)
-        if not env.get("CACHE_REDIS_URL"):
-            port = env_int("EMBEDDED_CACHE_REDIS_PORT", EMBEDDED_CACHE_REDIS_PORT, minimum=1)
-            require_free_port(port, "the embedded cache Redis", "stop the other server or set CACHE_REDIS_URL")
-            log_path = data / "log" / "redis-cache.log"
-            process = start_redis(port, None, log_path, maxmemory=CACHE_MAXMEMORY, policy="allkeys-lru")
-            started.append(("cache Redis", process))
-            env["CACHE_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
-            wait_until(lambda: ping_redis(env["CACHE_REDIS_URL"]), process, "cache Redis", log_path)
-            print(f"taskapi: cache Redis on 127.0.0.1:{port} (maxmemory {CACHE_MAXMEMORY}, allkeys-lru)", flush=True)
+        # Each server `make run` starts unless its setting names one: (setting, port setting,
+        # default port, name, log file, what the start line adds, start(port, log), url(port), ping(url)).
+        embedded = (
+            ("MONGODB_URI", "EMBEDDED_MONGODB_PORT", EMBEDDED_MONGODB_PORT, "SecantusDB", "secantusdb.log",
+             f"data in {data / 'db'}", lambda port, log: start_secantus(port, str(data / "db"), log),
+             mongo_uri, ping_mongo),
+            ("REDIS_URL", "EMBEDDED_REDIS_PORT", EMBEDDED_REDIS_PORT, "Redis", "redis.log",
+             f"append-only file in {data / 'redis'}", lambda port, log: start_redis(port, data / "redis", log),
+             redis_uri, ping_redis),
+            ("CACHE_REDIS_URL", "EMBEDDED_CACHE_REDIS_PORT", EMBEDDED_CACHE_REDIS_PORT, "cache Redis", "redis-cache.log",
+             f"(maxmemory {CACHE_MAXMEMORY}, allkeys-lru)",
+             lambda port, log: start_redis(port, None, log, maxmemory=CACHE_MAXMEMORY, policy="allkeys-lru"),
+             redis_uri, ping_redis),
+        )
+        for setting, port_setting, default_port, what, log_name, detail, start, uri, ping in embedded:
+            if env.get(setting):
+                continue  # configured: use that server
+            port = env_int(port_setting, default_port, minimum=1)
+            require_free_port(port, f"the embedded {what}", f"stop the other server or set {setting}")
+            log_path = data / "log" / log_name
+            process = start(port, log_path)
+            started.append((what, process))
+            env[setting] = uri(port)
+            wait_until(lambda url=env[setting], ping=ping: ping(url), process, what, log_path)
+            print(f"taskapi: {what} on 127.0.0.1:{port}{' ' if detail.startswith('(') else ', '}{detail}", flush=True)
 
         require_free_port(config.PORT, "gunicorn", "set PORT to another port")
         applied = apply_migrations(env["MONGODB_URI"])

@@ -42,7 +42,7 @@ class PasswordChangeSchema(Schema):
 
 
 class UserSchema(Schema):
-    id = fields.String(dump_only=True, metadata={"example": "6b0cf4e5d9870db21da3bdfa"})
+    id = fields.String(attribute="_id", dump_only=True, metadata={"example": "6b0cf4e5d9870db21da3bdfa"})
     email = fields.String(dump_only=True)
     name = fields.String(dump_only=True)
     role = fields.String(dump_only=True, metadata={"enum": list(ROLES)})

@@ -1,31 +1,34 @@
-"""Accounts: registration, authentication, profile and password changes."""
+"""Accounts: registration, authentication, profile and password changes.
+
+Users travel as plain documents (the dicts pymongo reads through models.user.users()).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from bson import ObjectId
-from mongoengine.errors import NotUniqueError
+from pymongo.errors import DuplicateKeyError
 
 from taskapi.clock import utcnow
 from taskapi.errors import Conflict, Unauthorized, ValidationFailed
 from taskapi.ids import parse_token_subject
-from taskapi.models.user import User
+from taskapi.models.user import UserDoc, new_user, users
 from taskapi.services import tokens
 
 BAD_CREDENTIALS = "The email or password is incorrect."
 
 
-def register(*, email: str, password: str, name: str = "") -> User:
-    user = User(email=email, name=name, password_hash=tokens.hash_password(password))
+def register(*, email: str, password: str, name: str = "") -> UserDoc:
+    user = new_user(email=email, name=name, password_hash=tokens.hash_password(password))
     try:
-        user.save(force_insert=True)
-    except NotUniqueError:
+        users().insert_one(user)
+    except DuplicateKeyError:
         raise Conflict("An account with this email already exists.") from None
     return user
 
 
-def authenticate(*, email: str, password: str) -> tuple[User, int]:
+def authenticate(*, email: str, password: str) -> tuple[UserDoc, int]:
     """The user for these credentials and the token generation to issue with.
 
     Unknown email, wrong password and a deactivated account all raise the same 401, after the
@@ -34,32 +37,33 @@ def authenticate(*, email: str, password: str) -> tuple[User, int]:
     hash is being checked either bumps a generation this login's tokens already carry, or is
     seen by the second read. Either way no token outlives it.
     """
-    user = User.objects(email=email).first()
+    user = users().find_one({"email": email})
     if user is None:
         tokens.burn_verify_time(password)
         raise Unauthorized(BAD_CREDENTIALS, error=None)
-    generation = tokens.token_generation(str(user.id), user.token_gen)
-    if not tokens.verify_password(user.password_hash, password) or not user.active:
+    generation = tokens.token_generation(str(user["_id"]), user.get("token_gen", 0))
+    if not tokens.verify_password(user["password_hash"], password) or not user["active"]:
         raise Unauthorized(BAD_CREDENTIALS, error=None)
-    now = User.objects(id=user.id).only("password_hash", "active", "token_gen", "role").first()
-    if now is None or now.password_hash != user.password_hash or not now.active or now.token_gen > generation:
+    now = users().find_one({"_id": user["_id"]}, {"password_hash": 1, "active": 1, "token_gen": 1})
+    if (now is None or now["password_hash"] != user["password_hash"] or not now["active"]
+            or now.get("token_gen", 0) > generation):
         raise Unauthorized(BAD_CREDENTIALS, error=None)
-    if tokens.needs_rehash(user.password_hash):
+    if tokens.needs_rehash(user["password_hash"]):
         # Parameters changed since this hash was made: upgrade it while we hold the password.
-        User.objects(id=user.id, password_hash=user.password_hash).update_one(
-            set__password_hash=tokens.hash_password(password))
+        users().update_one({"_id": user["_id"], "password_hash": user["password_hash"]},
+                           {"$set": {"password_hash": tokens.hash_password(password)}})
     return user, generation
 
 
 def refresh(claims: dict[str, Any]) -> dict[str, Any]:
     """Rotate the session, after reading the account again: a deleted, deactivated or revoked
     account cannot refresh, even if its Redis state was lost."""
-    user = User.objects(id=parse_token_subject(claims["sub"])).only("active", "token_gen", "role").first()
-    if user is None or not user.active or user.token_gen > claims["gen"]:
+    user = users().find_one({"_id": parse_token_subject(claims["sub"])}, {"active": 1, "token_gen": 1, "role": 1})
+    if user is None or not user["active"] or user.get("token_gen", 0) > claims["gen"]:
         tokens.end_session(claims["sid"])
         raise Unauthorized("The token's account is not available.")
-    tokens.token_generation(claims["sub"], user.token_gen)  # restore a lost mirror before rotating
-    return tokens.rotate_session(claims, role=user.role)
+    tokens.token_generation(claims["sub"], user.get("token_gen", 0))  # restore a lost mirror before rotating
+    return tokens.rotate_session(claims, role=user["role"])
 
 
 def revoke_and_update(user_id: ObjectId, durable_generation: int, **changes: Any) -> int:
@@ -70,38 +74,37 @@ def revoke_and_update(user_id: ObjectId, durable_generation: int, **changes: Any
     the write, never weaker). Returns the new generation.
     """
     generation = tokens.revoke_all_tokens(str(user_id), durable_generation)
-    User.objects(id=user_id).update_one(__raw__={"$set": {**changes, "updated_at": utcnow()},
-                                                 "$max": {"token_gen": generation}})
+    users().update_one({"_id": user_id}, {"$set": {**changes, "updated_at": utcnow()},
+                                          "$max": {"token_gen": generation}})
     return generation
 
 
 def logout_all(*, user_id: str) -> None:
     """Every token of the user, on every device, stops working now."""
-    user = User.objects(id=parse_token_subject(user_id)).only("token_gen").first()
+    user = users().find_one({"_id": parse_token_subject(user_id)}, {"token_gen": 1})
     if user is None:
         raise Unauthorized("The token's account is not available.")
-    revoke_and_update(user.id, user.token_gen)
+    revoke_and_update(user["_id"], user.get("token_gen", 0))
 
 
-def current_user(user_id: str) -> User:
+def current_user(user_id: str) -> UserDoc:
     """The caller's account, loaded only by routes that need more than the token says."""
-    user = User.objects(id=parse_token_subject(user_id)).first()
-    if user is None or not user.active:
+    user = users().find_one({"_id": parse_token_subject(user_id)})
+    if user is None or not user["active"]:
         raise Unauthorized("The token's account is not available.")
     return user
 
 
-def update_profile(*, user: User, name: str) -> User:
+def update_profile(*, user: UserDoc, name: str) -> UserDoc:
     now = utcnow()
-    User.objects(id=user.id).update_one(set__name=name, set__updated_at=now)
-    user.name, user.updated_at = name, now
-    return user
+    users().update_one({"_id": user["_id"]}, {"$set": {"name": name, "updated_at": now}})
+    return {**user, "name": name, "updated_at": now}
 
 
-def change_password(*, user: User, current_password: str, new_password: str) -> None:
+def change_password(*, user: UserDoc, current_password: str, new_password: str) -> None:
     """Verify, revoke every token of the user (this one included), then store the new hash."""
-    if not tokens.verify_password(user.password_hash, current_password):
+    if not tokens.verify_password(user["password_hash"], current_password):
         raise ValidationFailed(errors={"current_password": ["The current password is incorrect."]})
     if current_password == new_password:
         raise ValidationFailed(errors={"new_password": ["The new password must differ from the current one."]})
-    revoke_and_update(user.id, user.token_gen, password_hash=tokens.hash_password(new_password))
+    revoke_and_update(user["_id"], user.get("token_gen", 0), password_hash=tokens.hash_password(new_password))

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from typing import Any
-from urllib.parse import urlencode
 
 import orjson
-from flask import current_app, request
+from flask import current_app
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from taskapi.errors import ValidationFailed
@@ -35,15 +34,3 @@ def decode_cursor(scope: str, query: dict[str, Any], token: str) -> list[Any]:
     if not isinstance(data, dict) or data.get("q") != fingerprint(query) or not isinstance(data.get("p"), list):
         raise ValidationFailed(errors={"cursor": ["The cursor belongs to other filters or another sort."]})
     return data["p"]
-
-
-def next_link(cursor: str | None) -> dict[str, str]:
-    """`Link: <…>; rel="next"` for the same request with the new cursor.
-
-    The target is a relative reference (RFC 8288 resolves it against the request URL), so a
-    cached page never sends clients to the host name another client happened to use.
-    """
-    if cursor is None:
-        return {}
-    args = [(k, v) for k, v in request.args.items(multi=True) if k != "cursor"] + [("cursor", cursor)]
-    return {"Link": f'<{request.script_root}{request.path}?{urlencode(args)}>; rel="next"'}

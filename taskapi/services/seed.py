@@ -11,8 +11,8 @@ from pymongo.collection import Collection
 
 from taskapi.extensions import mongodb_engine
 from taskapi.models import create_declared_indexes, declared_indexes
-from taskapi.models.task import NO_DUE_EARLIEST, NO_DUE_LATEST, PRIORITY_RANK, Task, indexes_for
-from taskapi.models.user import User
+from taskapi.models.task import DONE, Task, derived_fields, indexes_for, tasks
+from taskapi.models.user import new_user, users
 from taskapi.services import cache, tokens
 from taskapi.services.tasks import reserve_slots, set_task_count
 
@@ -25,12 +25,12 @@ TAGS = ("work", "home", "errands", "health", "finance", "family", "urgent-ish", 
 
 def ensure_user(*, email: str, password_hash: str) -> tuple[str, bool]:
     """The id of the user with this email, created (role user) if needed; (id, created)."""
-    existing = User.objects(email=email).only("id").first()
+    existing = users().find_one({"email": email}, {"_id": 1})
     if existing is not None:
-        return str(existing.id), False
-    user = User(email=email, name=email.split("@")[0].title(), password_hash=password_hash)
-    user.save(force_insert=True)
-    return str(user.id), True
+        return str(existing["_id"]), False
+    user = new_user(email=email, name=email.split("@")[0].title(), password_hash=password_hash)
+    users().insert_one(user)
+    return str(user["_id"]), True
 
 
 def task_documents(owner: str, count: int, *, now: datetime, rng: random.Random) -> Iterator[dict]:
@@ -43,16 +43,16 @@ def task_documents(owner: str, count: int, *, now: datetime, rng: random.Random)
         due = None if rng.random() < 0.25 else created + timedelta(hours=rng.randint(-48, 60 * 24))
         completed = min(now, created + timedelta(hours=rng.randint(1, 24 * 20))) if status == "done" else None
         created = created.replace(microsecond=created.microsecond // 1000 * 1000)
-        yield {
-            "_id": ObjectId(), "owner": owner_id,
+        writable = {
             "title": f"{rng.choice(WORDS).capitalize()} {rng.choice(THINGS)}",
             "description": "" if rng.random() < 0.6 else "Seeded demo task.",
-            "status": status, "priority": priority, "priority_rank": PRIORITY_RANK[priority],
-            "due_at": due, "due_key_asc": due or NO_DUE_LATEST, "due_key_desc": due or NO_DUE_EARLIEST,
+            "status": status, "priority": priority, "due_at": due,
             "tags": rng.sample(TAGS, rng.choice((0, 1, 1, 2, 3))),
-            "completed_at": completed, "created_at": created,
-            "updated_at": max(created, completed or created), "version": 1,
         }
+        # completed_at is made up too: derived_fields keeps a "previous" one for a done task.
+        values = derived_fields(writable, previous_status=DONE, previous_completed=completed, now=now)
+        yield {"_id": ObjectId(), "owner": owner_id, **values, "created_at": created,
+               "updated_at": max(created, completed or created), "version": 1}
 
 
 def seed(*, users: int, tasks_per_user: int, password: str, email_pattern: str = "demo{n}@example.com",
@@ -67,7 +67,7 @@ def seed(*, users: int, tasks_per_user: int, password: str, email_pattern: str =
     """
     rng = random.Random(seed_value)
     now = datetime.now(UTC)
-    collection = Task._get_collection()
+    collection = tasks()
     bulk_load = tasks_per_user > 0 and collection.find_one({}, {"_id": 1}) is None
     password_hash = tokens.hash_password(password)
     if bulk_load:

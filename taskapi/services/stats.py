@@ -7,10 +7,10 @@ from typing import Any
 
 from bson import ObjectId
 
-from taskapi.models.task import PRIORITIES, STATUSES, Task
-from taskapi.models.user import User
+from taskapi.models.task import DONE, PRIORITIES, STATUSES, tasks
+from taskapi.models.user import users
 
-OPEN = {"$ne": "done"}
+OPEN = {"$ne": DONE}  # open = not done
 
 
 def start_of_day(moment: datetime) -> datetime:
@@ -36,7 +36,7 @@ def dashboard(*, owner: str | None, now: datetime) -> dict[str, Any]:
         "completed_last_7_days": [{"$match": {"completed_at": {"$gte": now - timedelta(days=7)}}}, {"$count": "n"}],
     }
     pipeline = ([{"$match": match}] if match else []) + [{"$facet": facets}]
-    (result,) = Task._get_collection().aggregate(pipeline)
+    (result,) = tasks().aggregate(pipeline)
     by_status = dict.fromkeys(STATUSES, 0) | {row["_id"]: row["n"] for row in result["by_status"]}
     by_priority = dict.fromkeys(PRIORITIES, 0) | {row["_id"]: row["n"] for row in result["by_priority"]}
     total = sum(by_status.values())
@@ -46,11 +46,11 @@ def dashboard(*, owner: str | None, now: datetime) -> dict[str, Any]:
         "by_priority": by_priority,
         **{name: (result[name][0]["n"] if result[name] else 0)
            for name in ("overdue", "due_today", "due_next_7_days", "completed_last_7_days")},
-        "completion_rate": round(by_status["done"] / total, 4) if total else 0,
+        "completion_rate": round(by_status[DONE] / total, 4) if total else 0,
         "generated_at": now,
     }
     if owner is None:
-        stats["users"] = User._get_collection().estimated_document_count()
+        stats["users"] = users().estimated_document_count()
     return stats
 
 
@@ -62,9 +62,9 @@ def completions(*, owner: str, days: int, now: datetime) -> dict[str, Any]:
         return [{"$match": {field: {"$gte": first}}},
                 {"$group": {"_id": {"$dateToString": {"format": "%Y-%m-%d", "date": f"${field}"}}, "n": {"$sum": 1}}}]
 
-    pipeline = [{"$match": {"owner": ObjectId(owner)}},
+    pipeline: list[dict[str, Any]] = [{"$match": {"owner": ObjectId(owner)}},
                 {"$facet": {"created": per_day("created_at"), "completed": per_day("completed_at")}}]
-    (result,) = Task._get_collection().aggregate(pipeline)
+    (result,) = tasks().aggregate(pipeline)
     created = {row["_id"]: row["n"] for row in result["created"]}
     completed = {row["_id"]: row["n"] for row in result["completed"]}
     series = []

@@ -17,21 +17,22 @@ from taskapi.errors import Conflict, NotFound, PreconditionFailed, ServiceUnavai
 from taskapi.extensions import PREFIX, get_redis, mongodb_engine, redis_script
 from taskapi.ids import parse_object_id
 from taskapi.models.task import (
+    DEFAULTS,
+    DONE,
     EMBEDDED_RANGE_KEYS,
     NO_DUE_EARLIEST,
     NO_DUE_LATEST,
-    PRIORITY_RANK,
+    OPEN_STATUSES,
     SORT_KEYS,
-    Task,
+    WRITABLE,
+    derived_fields,
     index_name,
+    tasks,
 )
 from taskapi.services import cache, idempotency
 from taskapi.services.paging import decode_cursor, encode_cursor, fingerprint
 
 CURSOR_SCOPE = "tasks"
-WRITABLE = ("title", "description", "status", "priority", "due_at", "tags")
-DEFAULTS: dict[str, Any] = {"description": "", "status": "todo", "priority": "medium", "due_at": None, "tags": []}
-OPEN_STATUSES = ["todo", "in_progress"]
 MAX_WRITE_ATTEMPTS = 50
 NO_TASK = "No task with this id."
 
@@ -59,32 +60,15 @@ class Precondition:
             raise PreconditionFailed()
 
 
-# --- derived fields -------------------------------------------------------------------------
-
-def _derived(values: dict[str, Any], *, previous_status: str | None, previous_completed: datetime | None,
-             now: datetime) -> dict[str, Any]:
-    """Sort keys and completed_at that follow from the writable fields."""
-    derived = dict(values)
-    derived["priority_rank"] = PRIORITY_RANK[values["priority"]]
-    due = values["due_at"]
-    derived["due_key_asc"] = due or NO_DUE_LATEST
-    derived["due_key_desc"] = due or NO_DUE_EARLIEST
-    if values["status"] == "done":
-        derived["completed_at"] = previous_completed if previous_status == "done" else now
-    else:
-        derived["completed_at"] = None
-    return derived
-
-
 # --- create / read ----------------------------------------------------------------------------
 #
-# Tasks travel as plain documents (the dicts pymongo reads and writes), validated on the way in
-# by the input schemas and dumped on the way out by TaskSchema; the Task document declares the
-# collection and its indexes.
+# Tasks travel as plain documents (the dicts pymongo reads and writes through models.task.tasks()),
+# validated on the way in by the input schemas and dumped on the way out by TaskSchema; the Task
+# document declares the fields and indexes, and models/task.py holds the task rules.
 
 def new_document(*, owner: str, data: dict[str, Any], now: datetime) -> dict[str, Any]:
     """The stored form of a new task: writable fields with their defaults, derived fields."""
-    values = _derived({**DEFAULTS, **data}, previous_status=None, previous_completed=None, now=now)
+    values = derived_fields({**DEFAULTS, **data}, previous_status=None, previous_completed=None, now=now)
     return {"_id": ObjectId(), "owner": ObjectId(owner), **values, "created_at": now, "updated_at": now, "version": 1}
 
 
@@ -93,7 +77,7 @@ def create_task(*, owner: str, data: dict[str, Any]) -> dict[str, Any]:
     document = new_document(owner=owner, data=data, now=utcnow())
     reserve_slots(owner, 1)
     try:
-        Task._get_collection().insert_one(document)
+        tasks().insert_one(document)
     except Exception:
         release_slots(owner, 1)
         raise
@@ -136,7 +120,7 @@ def reserve_slots(owner: str, count: int, *, enforce: bool = True) -> None:
     script = redis_script(QUOTA_SCRIPT)
     outcome = script(keys=[_count_key(owner)], args=[count, quota, -1])
     if outcome in (-1, -2):  # unknown, or at the limit: count what is really there
-        actual = Task._get_collection().count_documents({"owner": ObjectId(owner)})
+        actual = tasks().count_documents({"owner": ObjectId(owner)})
         outcome = script(keys=[_count_key(owner)], args=[count, quota, actual])
     if outcome == -2:
         raise Conflict(f"You have reached the limit of {quota} tasks; delete some to add more.")
@@ -153,7 +137,7 @@ def release_slots(owner: str, count: int) -> None:
 
 def erase_owner_data(*, owner: str) -> dict[str, int]:
     """Every task of the owner, their counter, idempotency records and cache entries."""
-    deleted = Task._get_collection().delete_many({"owner": ObjectId(owner)}).deleted_count
+    deleted = tasks().delete_many({"owner": ObjectId(owner)}).deleted_count
     get_redis().delete(_count_key(owner))
     idempotency.forget(user_id=owner)
     cache.forget(owner)
@@ -169,11 +153,11 @@ def get_task(*, owner: str, task_id: str) -> dict[str, Any]:
     """
     oid, owner_id = parse_object_id(task_id, NO_TASK), ObjectId(owner)
     if mongodb_engine() == "secantus":
-        doc = Task._get_collection().find_one({"_id": oid})
+        doc = tasks().find_one({"_id": oid})
         if doc is not None and doc["owner"] != owner_id:
             doc = None
     else:
-        doc = Task._get_collection().find_one({"_id": oid, "owner": owner_id})
+        doc = tasks().find_one({"_id": oid, "owner": owner_id})
     if doc is None:
         raise NotFound(NO_TASK)
     return doc
@@ -191,7 +175,7 @@ def update_task(*, owner: str, task_id: str, changes: dict[str, Any], replace: b
     `update_one` of the fields that change, whose result is computed here (the version check
     makes it exact): SecantusDB scans its whole collection for every findAndModify.
     """
-    collection = Task._get_collection()
+    collection = tasks()
     oid = parse_object_id(task_id, NO_TASK)
     for _ in range(MAX_WRITE_ATTEMPTS):
         current = get_task(owner=owner, task_id=task_id)
@@ -201,7 +185,7 @@ def update_task(*, owner: str, task_id: str, changes: dict[str, Any], replace: b
         if all(_same(current[f], target[f]) for f in WRITABLE):
             return current  # nothing changes: no write, no new version
         now = utcnow()
-        values = _derived({f: target[f] for f in WRITABLE}, previous_status=current["status"],
+        values = derived_fields({f: target[f] for f in WRITABLE}, previous_status=current["status"],
                           previous_completed=current["completed_at"], now=now)
         changed = {name: value for name, value in values.items() if not _same(current.get(name), value)}
         changed["updated_at"] = now
@@ -232,7 +216,7 @@ def _same(old: Any, new: Any) -> bool:
 
 
 def delete_task(*, owner: str, task_id: str, precondition: Precondition | None = None) -> None:
-    collection = Task._get_collection()
+    collection = tasks()
     query = {"_id": parse_object_id(task_id, NO_TASK), "owner": ObjectId(owner)}  # _id first: a point lookup
     if precondition is not None:
         current = get_task(owner=owner, task_id=task_id)
@@ -280,7 +264,7 @@ def conditions(*, filters: dict[str, Any], sort: str, now: datetime, after: list
     statuses = filters.get("status")
     empty = False
     if filters.get("overdue") is True:
-        statuses = [s for s in (statuses or OPEN_STATUSES) if s != "done"]
+        statuses = [s for s in (statuses or OPEN_STATUSES) if s != DONE]
         empty = not statuses
     due: dict[str, datetime] = {}
     upper = [t for t in (filters.get("due_before"), now if filters.get("overdue") is True else None) if t]
@@ -300,6 +284,18 @@ def _one_or_in(values: list[str]) -> Any:
 
 def _not_overdue(now: datetime) -> dict[str, Any]:
     return {"$nor": [{"status": {"$ne": "done"}, "due_at": {"$lt": now}}]}
+
+
+def _field_clauses(c: Conditions) -> list[dict[str, Any]]:
+    """The status, tag and priority filters, one clause each (both plans start from these)."""
+    clauses: list[dict[str, Any]] = []
+    if c.statuses:
+        clauses.append({"status": _one_or_in(c.statuses)})
+    if c.tags:
+        clauses.append({"tags": _one_or_in(c.tags)})
+    if c.priorities:
+        clauses.append({"priority": _one_or_in(c.priorities)})
+    return clauses
 
 
 def _search(q: str) -> dict[str, Any]:
@@ -345,13 +341,7 @@ def plan_list(*, owner: str, filters: dict[str, Any], sort: str, now: datetime,
     """
     c = conditions(filters=filters, sort=sort, now=now, after=after)
     key = c.sort_key
-    clauses: list[dict[str, Any]] = []
-    if c.statuses:
-        clauses.append({"status": _one_or_in(c.statuses)})
-    if c.tags:
-        clauses.append({"tags": _one_or_in(c.tags)})
-    if c.priorities:
-        clauses.append({"priority": _one_or_in(c.priorities)})
+    clauses = _field_clauses(c)
     if c.due:
         clauses.append({"due_at": c.due})
         if key in ("due_key_asc", "due_key_desc"):
@@ -397,19 +387,13 @@ class FlatPlan:
 
 def plan_flat(*, owner: str, filters: dict[str, Any], sort: str, now: datetime,
               after: list[Any] | None = None, edge: Any = None) -> FlatPlan:
-    """SecantusDB: the first filter holds only what its one task index serves (owner, then a
-    range of created_at); every other condition goes to a second stage, evaluated on those
-    candidates. `edge` bounds the far side of a created_at range (see list_tasks)."""
+    """SecantusDB: the first filter holds only what its (owner, sort key, _id) index serves
+    (owner, then a range of the sort key); every other condition goes to a second stage,
+    evaluated on those candidates. `edge` bounds the far side of that range (_list_flat)."""
     c = conditions(filters=filters, sort=sort, now=now, after=after)
     key = c.sort_key
     indexed: dict[str, Any] = {"owner": ObjectId(owner)}
-    residual: list[dict[str, Any]] = []
-    if c.statuses:
-        residual.append({"status": _one_or_in(c.statuses)})
-    if c.tags:
-        residual.append({"tags": _one_or_in(c.tags)})
-    if c.priorities:
-        residual.append({"priority": _one_or_in(c.priorities)})
+    residual = _field_clauses(c)
     bounds: dict[str, Any] = {}
     if c.due:
         residual.append({"due_at": c.due})
@@ -482,19 +466,19 @@ def list_tasks(*, owner: str, filters: dict[str, Any], sort: str, limit: int,
     plan = plan_list(owner=owner, filters=filters, sort=sort, now=utcnow(), after=after)
     if plan.empty:
         return [], None
-    docs = list(Task._get_collection().find(plan.query).sort(plan.sort).hint(plan.index).limit(limit + 1)
+    docs = list(tasks().find(plan.query).sort(plan.sort).hint(plan.index).limit(limit + 1)
                 .batch_size(limit + 1))
     return _page(docs, limit, binding, plan.sort_key)
 
 
 def _page(docs: list[dict], limit: int, binding: dict[str, Any], sort_key: str,
           edge: int | None = None) -> tuple[list[dict], str | None]:
-    tasks = docs[:limit]
+    page = docs[:limit]
     if len(docs) <= limit:
-        return tasks, None
+        return page, None
     last = docs[limit - 1]
     position = [_position_token(last[sort_key]), str(last["_id"])] + ([edge] if edge is not None else [])
-    return tasks, encode_cursor(CURSOR_SCOPE, binding, position)
+    return page, encode_cursor(CURSOR_SCOPE, binding, position)
 
 
 # SecantusDB reads every candidate of a query and sorts them all before it takes the page, so
@@ -553,7 +537,7 @@ def _sort_name(sort: str) -> str:
 def _run_flat(plan: FlatPlan, fetch: int) -> list[dict] | None:
     if plan.empty:
         return None
-    collection = Task._get_collection()
+    collection = tasks()
     if plan.residual:
         return list(collection.aggregate(plan.pipeline(fetch)))
     return list(collection.find(plan.indexed).sort(plan.sort).limit(fetch).batch_size(fetch))

@@ -38,7 +38,7 @@ from flask_jwt_extended import JWTManager, create_access_token, create_refresh_t
 
 from taskapi.errors import Unauthorized
 from taskapi.extensions import PREFIX, get_redis, redis_script
-from taskapi.models.user import User
+from taskapi.models.user import users
 from taskapi.services.cache import key_cache_generation
 
 log = logging.getLogger("taskapi.security")
@@ -227,7 +227,7 @@ def restore_generation(user_id: str) -> int:
     """The mirror was lost (a Redis restored from an older file, an operator's FLUSHALL):
     rebuild it from the durable copy. A user that no longer exists has no valid generation."""
     try:
-        user = User.objects(id=ObjectId(user_id)).only("token_gen").as_pymongo().first()
+        user = users().find_one({"_id": ObjectId(user_id)}, {"token_gen": 1})
     except InvalidId:
         user = None
     if user is None:

@@ -1,4 +1,6 @@
-"""User administration: listing with keyset paging, role and activation changes."""
+"""User administration: listing with keyset paging, role and activation changes, erasure.
+
+Users travel as plain documents (the dicts pymongo reads through models.user.users())."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from taskapi.clock import utcnow
 from taskapi.errors import Conflict, NotFound
 from taskapi.extensions import get_db
 from taskapi.ids import parse_object_id
-from taskapi.models.user import User
+from taskapi.models.user import UserDoc, new_user, users
 from taskapi.services import tokens
 from taskapi.services.auth import revoke_and_update
 from taskapi.services.locks import LEASES, lease
@@ -21,7 +23,7 @@ from taskapi.services.tasks import erase_owner_data
 CURSOR_SCOPE = "users"
 
 
-def list_users(*, limit: int, cursor: str | None = None, email: str | None = None) -> tuple[list[User], str | None]:
+def list_users(*, limit: int, cursor: str | None = None, email: str | None = None) -> tuple[list[UserDoc], str | None]:
     """A page of users by ascending id, optionally one exact email; returns (users, next_cursor)."""
     query_key = {"email": email.strip().lower() if email else None}
     query: dict = {}
@@ -30,22 +32,22 @@ def list_users(*, limit: int, cursor: str | None = None, email: str | None = Non
     if cursor:
         (after,) = decode_cursor(CURSOR_SCOPE, query_key, cursor)
         query["_id"] = {"$gt": ObjectId(after)}
-    users = list(User.objects(__raw__=query).order_by("id").limit(limit + 1))
-    next_cursor = encode_cursor(CURSOR_SCOPE, query_key, [str(users[limit - 1].id)]) if len(users) > limit else None
-    return users[:limit], next_cursor
+    found = list(users().find(query).sort("_id", 1).limit(limit + 1))
+    next_cursor = encode_cursor(CURSOR_SCOPE, query_key, [str(found[limit - 1]["_id"])]) if len(found) > limit else None
+    return found[:limit], next_cursor
 
 
 NO_USER = "No user with this id."
 
 
-def get_user(*, user_id: str) -> User:
-    user = User.objects(id=parse_object_id(user_id, NO_USER)).first()
+def get_user(*, user_id: str) -> UserDoc:
+    user = users().find_one({"_id": parse_object_id(user_id, NO_USER)})
     if user is None:
         raise NotFound(NO_USER)
     return user
 
 
-def update_user(*, actor_id: str, user_id: str, role: str | None = None, active: bool | None = None) -> User:
+def update_user(*, actor_id: str, user_id: str, role: str | None = None, active: bool | None = None) -> UserDoc:
     """Change role and/or active.
 
     A role change and a deactivation revoke every token of that user before they are stored
@@ -54,23 +56,22 @@ def update_user(*, actor_id: str, user_id: str, role: str | None = None, active:
     so two admins demoting each other at once cannot both succeed.
     """
     user = get_user(user_id=user_id)
-    if str(user.id) == actor_id and (role not in (None, "admin") or active is False):
+    if str(user["_id"]) == actor_id and (role not in (None, "admin") or active is False):
         raise Conflict("Admins cannot demote or deactivate themselves; ask another admin.")
     changes = {name: value for name, value in (("role", role), ("active", active))
-               if value is not None and value != getattr(user, name)}
+               if value is not None and value != user[name]}
     if not changes:
         return user
-    removes_admin = user.role == "admin" and user.active and (changes.get("role") == "user"
+    removes_admin = user["role"] == "admin" and user["active"] and (changes.get("role") == "user"
                                                               or changes.get("active") is False)
     with admin_guard() if removes_admin else nullcontext():
         if removes_admin:
-            require_another_admin(user.id)
+            require_another_admin(user["_id"])
         if "role" in changes or changes.get("active") is False:
-            revoke_and_update(user.id, user.token_gen, **changes)
+            revoke_and_update(user["_id"], user.get("token_gen", 0), **changes)
         else:  # re-activation: the old tokens stay dead, new logins work
-            User.objects(id=user.id).update_one(__raw__={"$set": {**changes, "updated_at": utcnow()}})
-    user.reload()
-    return user
+            users().update_one({"_id": user["_id"]}, {"$set": {**changes, "updated_at": utcnow()}})
+    return get_user(user_id=user_id)
 
 
 def admin_guard() -> AbstractContextManager[object]:
@@ -80,7 +81,7 @@ def admin_guard() -> AbstractContextManager[object]:
 
 
 def require_another_admin(user_id: ObjectId) -> None:
-    if not User.objects(id__ne=user_id, role="admin", active=True).only("id").first():
+    if users().find_one({"_id": {"$ne": user_id}, "role": "admin", "active": True}, {"_id": 1}) is None:
         raise Conflict("This is the last active admin; promote another admin first.")
 
 
@@ -90,26 +91,26 @@ def delete_user(*, user_id: str) -> dict[str, int]:
     Safe to run again if it was interrupted (each step finds what is left).
     """
     user = get_user(user_id=user_id)
-    with admin_guard() if user.role == "admin" and user.active else nullcontext():
-        if user.role == "admin" and user.active:
-            require_another_admin(user.id)
-        revoke_and_update(user.id, user.token_gen, active=False)
-        removed = erase_owner_data(owner=str(user.id))
-        User.objects(id=user.id).delete()
+    admin = user["role"] == "admin" and user["active"]
+    with admin_guard() if admin else nullcontext():
+        if admin:
+            require_another_admin(user["_id"])
+        revoke_and_update(user["_id"], user.get("token_gen", 0), active=False)
+        removed = erase_owner_data(owner=str(user["_id"]))
+        users().delete_one({"_id": user["_id"]})
     return removed
 
 
-def create_admin(*, email: str, password: str) -> tuple[User, bool]:
+def create_admin(*, email: str, password: str) -> tuple[UserDoc, bool]:
     """Create an admin, or promote (and re-activate) an existing account; returns (user, created).
 
     A promotion revokes the account's tokens (they carry the old role); its next login is an admin's.
     """
-    user = User.objects(email=email).first()
+    user = users().find_one({"email": email})
     if user is None:
-        user = User(email=email, role="admin", password_hash=tokens.hash_password(password))
-        user.save(force_insert=True)
+        user = new_user(email=email, role="admin", password_hash=tokens.hash_password(password))
+        users().insert_one(user)
         return user, True
-    if user.role != "admin" or not user.active:
-        revoke_and_update(user.id, user.token_gen, role="admin", active=True)
-    user.reload()
-    return user, False
+    if user["role"] != "admin" or not user["active"]:
+        revoke_and_update(user["_id"], user.get("token_gen", 0), role="admin", active=True)
+    return get_user(user_id=str(user["_id"])), False
