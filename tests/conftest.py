@@ -1,4 +1,10 @@
-"""Fixtures: real SecantusDB and Redis processes once per session, a clean database per test."""
+"""Fixtures: real SecantusDB and Redis processes once per session, a clean database per test.
+
+The layout mirrors the code: tests/services (services and models called directly),
+tests/http (the API through the test client), tests/live (gunicorn and other real processes),
+tests/project (config and deploy files), tests/e2e (Nginx in front, `make e2e`). Each test
+is marked by its folder (`-m services`, `-m "not live"`, ...); shared helpers are in
+tests/helpers.py (requests and assertions) and tests/servers.py (server processes)."""
 
 from __future__ import annotations
 
@@ -11,6 +17,15 @@ from taskapi import create_app
 from taskapi.cli import migrate
 from taskapi.extensions import get_db, get_redis
 from tests.servers import MongoServer, RedisServer
+
+SUITES = ("services", "http", "live", "project", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = Path(str(item.path)).parent.name
+        if folder in SUITES:
+            item.add_marker(getattr(pytest.mark, folder))
 
 
 @pytest.fixture(scope="session")
