@@ -4,7 +4,7 @@ imports nothing of taskapi above the models."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import mongoengine
 import redis
@@ -37,9 +37,9 @@ def init_mongo(app: Flask) -> None:
     )
 
 
-def get_db() -> Database:
+def get_db() -> Database[dict[str, Any]]:
     """The pymongo Database behind MongoEngine, for migrations, pings and aggregations."""
-    return mongoengine.get_db(alias=MONGO_ALIAS)
+    return cast("Database[dict[str, Any]]", mongoengine.get_db(alias=MONGO_ALIAS))
 
 
 ENGINES = ("mongodb", "secantus")
@@ -54,7 +54,7 @@ def mongodb_engine() -> str:
         engine = current_app.extensions.get("mongodb_engine")
         if engine is None:
             engine = current_app.extensions["mongodb_engine"] = server_engine(get_db().client)
-    return engine
+    return str(engine)
 
 
 def init_redis(app: Flask) -> None:
@@ -70,7 +70,7 @@ def init_redis(app: Flask) -> None:
 
 
 def get_redis() -> redis.Redis:
-    return current_app.extensions["redis"]
+    return cast(redis.Redis, current_app.extensions["redis"])
 
 
 def redis_script(source: str) -> Any:

@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import re
 import time
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from flask import current_app, g, request
@@ -61,7 +61,7 @@ def authenticate() -> dict[str, Any]:
         g._token_outcome = outcome
     if isinstance(outcome, Exception):
         raise outcome
-    return outcome
+    return cast(dict[str, Any], outcome)
 
 
 def _authenticate() -> dict[str, Any]:
@@ -104,7 +104,7 @@ def verified_subject() -> str | None:
     if not request.headers.get("Authorization"):
         return None
     try:
-        return authenticate()["sub"]
+        return str(authenticate()["sub"])
     except Exception:  # noqa: BLE001 - any failure: the client IP's budget
         return None
 
@@ -142,8 +142,8 @@ def _verified_claims(token: str) -> dict[str, Any]:
 
 def current_claims() -> dict[str, Any]:
     """The claims `verify_request_token` accepted for this request."""
-    return g.token_claims
+    return cast(dict[str, Any], g.token_claims)
 
 
 def current_user_id() -> str:
-    return g.token_claims["sub"]
+    return str(g.token_claims["sub"])

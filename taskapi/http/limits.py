@@ -71,7 +71,7 @@ return {current, redis.call('ttl', KEYS[1])}
         return reply[1] if reply else super().get_expiry(key)
 
 
-def _replies() -> dict:
+def _replies() -> dict[str, Any]:
     return g.setdefault("_limit_replies", {}) if has_request_context() else {}
 
 
@@ -85,7 +85,7 @@ def identity() -> str:
     if "limit_identity" not in g:
         subject = verified_subject()
         g.limit_identity = f"user:{subject}" if subject else f"ip:{client_ip()}"
-    return g.limit_identity
+    return str(g.limit_identity)
 
 
 def ip_and_email() -> str:
@@ -102,15 +102,15 @@ def ip_and_identity() -> str:
 
 
 def login_rate() -> str:
-    return current_app.config["RATELIMIT_LOGIN"]
+    return str(current_app.config["RATELIMIT_LOGIN"])
 
 
 def login_account_rate() -> str:
-    return current_app.config["RATELIMIT_LOGIN_ACCOUNT"]
+    return str(current_app.config["RATELIMIT_LOGIN_ACCOUNT"])
 
 
 def register_rate() -> str:
-    return current_app.config["RATELIMIT_REGISTER"]
+    return str(current_app.config["RATELIMIT_REGISTER"])
 
 
 def declare_limit(view: Callable[..., Any], rate: Rate, key: Key) -> Callable[..., Any]:

@@ -9,7 +9,7 @@ from pymongo import MongoClient
 from pymongo.collection import Collection
 
 
-def server_engine(client: MongoClient) -> str:
+def server_engine(client: MongoClient[dict[str, Any]]) -> str:
     """"secantus" for the embedded SecantusDB (its buildInfo says `secantusVersion`), else "mongodb"."""
     return "secantus" if "secantusVersion" in client.admin.command("buildInfo") else "mongodb"
 
@@ -20,7 +20,7 @@ def declared_indexes(document: type[Document]) -> list[dict[str, Any]]:
             for spec in document._meta.get("index_specs", [])]
 
 
-def create_declared_indexes(collection: Collection, document: type[Document], *,
+def create_declared_indexes(collection: Collection[dict[str, Any]], document: type[Document], *,
                             only: set[str] | None = None) -> list[str]:
     """Create the declared indexes (those named in `only`, if given) that the collection lacks;
     never drops one. Returns the names created."""

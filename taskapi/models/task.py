@@ -10,7 +10,7 @@ Sort keys stored beside the fields they order:
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from mongoengine import DateTimeField, Document, IntField, ListField, ObjectIdField, StringField
 from pymongo.collection import Collection
@@ -57,7 +57,7 @@ def index_name(prefix: tuple[str, ...], sort_key: str) -> str:
     return "_".join(("tasks",) + tuple(p for p in prefix if p != "owner") + (sort_key,))
 
 
-def _family(prefix: tuple[str, ...]) -> list[dict]:
+def _family(prefix: tuple[str, ...]) -> list[dict[str, Any]]:
     """One index per sort key: equality prefix, then the sort key, then _id (the tie-breaker)."""
     keys = sorted(set(SORT_KEYS.values()), key=list(SORT_KEYS.values()).index)
     return [{"fields": [*prefix, key, "_id"], "name": index_name(prefix, key)} for key in keys]
@@ -79,7 +79,7 @@ EMBEDDED_TASK_INDEXES = tuple(index_name(("owner",), key) for key in dict.fromke
 EMBEDDED_RANGE_KEYS = frozenset(SORT_KEYS.values())  # each has an (owner, key, _id) index there
 
 
-def indexes_for(engine: str) -> list[dict]:
+def indexes_for(engine: str) -> list[dict[str, Any]]:
     """The task indexes a server of this engine should have."""
     if engine == "secantus":
         return [spec for spec in TASK_INDEXES if spec["name"] in EMBEDDED_TASK_INDEXES]
@@ -111,7 +111,7 @@ class Task(Document):
     }
 
 
-def tasks() -> Collection:
+def tasks() -> Collection[dict[str, Any]]:
     """The tasks collection (pymongo): every task query goes through it, as plain documents.
     The Task document above declares the fields and the indexes (created by migrations)."""
-    return Task._get_collection()
+    return cast("Collection[dict[str, Any]]", Task._get_collection())

@@ -3,7 +3,7 @@ through `users()`, the document's collection; `new_user` builds a document with 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from mongoengine import BooleanField, DateTimeField, Document, IntField, StringField
 from pymongo.collection import Collection
@@ -38,9 +38,9 @@ class User(Document):
 UserDoc = dict[str, Any]  # a users document as pymongo returns it
 
 
-def users() -> Collection:
+def users() -> Collection[dict[str, Any]]:
     """The users collection (pymongo): every user query goes through it, as plain documents."""
-    return User._get_collection()
+    return cast("Collection[dict[str, Any]]", User._get_collection())
 
 
 def new_user(**fields: Any) -> dict[str, Any]:
@@ -48,4 +48,4 @@ def new_user(**fields: Any) -> dict[str, Any]:
     its defaults (role user, active, generation 0, timestamps now)."""
     user = User(**fields)
     user.validate()
-    return user.to_mongo().to_dict()
+    return cast(dict[str, Any], user.to_mongo().to_dict())

@@ -85,7 +85,7 @@ def generation(user_id: str) -> int:
     """The user's cache generation: from the token check's pipeline when it ran, else one GET."""
     if "cache_generation" not in g:
         g.cache_generation = int(get_redis().get(key_cache_generation(user_id)) or 0)
-    return g.cache_generation
+    return int(g.cache_generation)
 
 
 def bump(user_id: str) -> None:
@@ -119,7 +119,7 @@ def field(kind: str, query: dict[str, Any]) -> str:
 
 def enabled() -> bool:
     skip_until = current_app.extensions.get("cache_skip_until", 0.0)
-    return current_app.config["CACHE_TTL_SECONDS"] > 0 and time.monotonic() >= skip_until
+    return bool(current_app.config["CACHE_TTL_SECONDS"] > 0 and time.monotonic() >= skip_until)
 
 
 def lookup(owner: str | None, name: str) -> tuple[bytes, dict[str, str]] | None:

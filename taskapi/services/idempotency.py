@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis
@@ -93,7 +93,7 @@ def begin(*, user_id: str, key: str, digest: str) -> dict[str, Any] | None:
                                errors={"Idempotency-Key": ["Already used with a different body."]})
     if stored["state"] == "pending":
         raise Conflict("A request with this Idempotency-Key is still being processed; retry shortly.")
-    return stored
+    return cast(dict[str, Any], stored)
 
 
 def complete(*, user_id: str, key: str, digest: str, status: int, body: Any, headers: dict[str, str]) -> None:

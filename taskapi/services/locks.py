@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
@@ -26,7 +27,7 @@ class LeaseBusy(ServiceUnavailable):
 
 
 @contextmanager
-def lease(collection: Collection, name: str, *, hold: timedelta, wait_seconds: float,
+def lease(collection: Collection[dict[str, Any]], name: str, *, hold: timedelta, wait_seconds: float,
           busy: str = "Another change of this kind is in progress; retry shortly.") -> Iterator[None]:
     """Hold the lease `name` in `collection` for the block (at most `hold`, then it may be broken)."""
     holder = uuid.uuid4().hex

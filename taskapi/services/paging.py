@@ -33,4 +33,4 @@ def decode_cursor(scope: str, query: dict[str, Any], token: str) -> list[Any]:
         raise ValidationFailed(errors={"cursor": ["The cursor is invalid."]}) from None
     if not isinstance(data, dict) or data.get("q") != fingerprint(query) or not isinstance(data.get("p"), list):
         raise ValidationFailed(errors={"cursor": ["The cursor belongs to other filters or another sort."]})
-    return data["p"]
+    return list(data["p"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from bson import ObjectId
 from pymongo.collection import Collection
@@ -33,7 +34,7 @@ def ensure_user(*, email: str, password_hash: str) -> tuple[str, bool]:
     return str(user["_id"]), True
 
 
-def task_documents(owner: str, count: int, *, now: datetime, rng: random.Random) -> Iterator[dict]:
+def task_documents(owner: str, count: int, *, now: datetime, rng: random.Random) -> Iterator[dict[str, Any]]:
     """Tasks created over the last 120 days: ~45% done, ~15% in progress; most have a due date."""
     owner_id = ObjectId(owner)
     for _ in range(count):
@@ -82,7 +83,7 @@ def seed(*, users: int, tasks_per_user: int, password: str, email_pattern: str =
             created_users += created
             if not bulk_load:
                 reserve_slots(owner, tasks_per_user, enforce=False)  # counts what the user has first
-            batch: list[dict] = []
+            batch: list[dict[str, Any]] = []
             for doc in task_documents(owner, tasks_per_user, now=now, rng=rng):
                 batch.append(doc)
                 if len(batch) == BATCH:
@@ -100,7 +101,7 @@ def seed(*, users: int, tasks_per_user: int, password: str, email_pattern: str =
     return {"users_created": created_users, "tasks_inserted": inserted}
 
 
-def _insert(collection: Collection, batch: list[dict], progress: Callable[[int], None]) -> int:
+def _insert(collection: Collection[dict[str, Any]], batch: list[dict[str, Any]], progress: Callable[[int], None]) -> int:
     collection.insert_many(batch, ordered=False)
     progress(len(batch))
     return len(batch)

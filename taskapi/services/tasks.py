@@ -212,7 +212,7 @@ def _version_filter(oid: ObjectId, owner: str, version: int) -> dict[str, Any]:
 def _same(old: Any, new: Any) -> bool:
     if isinstance(old, datetime) and isinstance(new, datetime):
         return old.astimezone(UTC) == new.astimezone(UTC)
-    return old == new
+    return bool(old == new)
 
 
 def delete_task(*, owner: str, task_id: str, precondition: Precondition | None = None) -> None:
@@ -453,7 +453,7 @@ def _due_key_bounds(key: str, due: dict[str, datetime]) -> dict[str, datetime]:
 
 
 def list_tasks(*, owner: str, filters: dict[str, Any], sort: str, limit: int,
-               cursor: str | None = None) -> tuple[list[dict], str | None]:
+               cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
     """One page in sort order and the cursor of the next."""
     binding = {"owner": owner, "filters": filters, "sort": sort}
     after, edge = None, None
@@ -471,8 +471,8 @@ def list_tasks(*, owner: str, filters: dict[str, Any], sort: str, limit: int,
     return _page(docs, limit, binding, plan.sort_key)
 
 
-def _page(docs: list[dict], limit: int, binding: dict[str, Any], sort_key: str,
-          edge: int | None = None) -> tuple[list[dict], str | None]:
+def _page(docs: list[dict[str, Any]], limit: int, binding: dict[str, Any], sort_key: str,
+          edge: int | None = None) -> tuple[list[dict[str, Any]], str | None]:
     page = docs[:limit]
     if len(docs) <= limit:
         return page, None
@@ -497,7 +497,7 @@ def window_size(limit: int) -> int:
 
 
 def _list_flat(*, owner: str, binding: dict[str, Any], limit: int, after: list[Any] | None,
-               cursor_edge: int | None, first: bool) -> tuple[list[dict], str | None]:
+               cursor_edge: int | None, first: bool) -> tuple[list[dict[str, Any]], str | None]:
     filters, sort = binding["filters"], binding["sort"]
     shape = fingerprint({**binding, "limit": limit})  # an edge is a window of this page size
     edge = cache.page_edge(owner, shape) if first else cursor_edge
@@ -534,7 +534,7 @@ def _sort_name(sort: str) -> str:
     return "-due_at" if name == "due_at" and sort.startswith("-") else name
 
 
-def _run_flat(plan: FlatPlan, fetch: int) -> list[dict] | None:
+def _run_flat(plan: FlatPlan, fetch: int) -> list[dict[str, Any]] | None:
     if plan.empty:
         return None
     collection = tasks()
@@ -553,7 +553,7 @@ def _next_edge(tokens: list[int], limit: int, fetch: int, direction: int, comple
         return tokens[-1]
     spacing = abs(tokens[-1] - tokens[0]) / max(len(tokens) - 1, 1)
     reach = math.ceil(spacing * fetch * 1.5)
-    return min(max(tokens[limit - 1] + direction * reach, EDGE_MIN), EDGE_MAX)
+    return int(min(max(tokens[limit - 1] + direction * reach, EDGE_MIN), EDGE_MAX))
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
 from datetime import timedelta
+from typing import Any
 
 from bson import ObjectId
 
@@ -26,7 +27,7 @@ CURSOR_SCOPE = "users"
 def list_users(*, limit: int, cursor: str | None = None, email: str | None = None) -> tuple[list[UserDoc], str | None]:
     """A page of users by ascending id, optionally one exact email; returns (users, next_cursor)."""
     query_key = {"email": email.strip().lower() if email else None}
-    query: dict = {}
+    query: dict[str, Any] = {}
     if query_key["email"]:
         query["email"] = query_key["email"]
     if cursor:
