@@ -9,11 +9,16 @@ from typing import Any, cast
 import mongoengine
 import redis
 from flask import Flask, current_app
+from flask_jwt_extended import JWTManager
 from pymongo.database import Database
 
 from taskapi.models import server_engine
 
 PREFIX = "taskapi:"  # every Redis key of taskapi starts with this
+
+# Unbound extension objects, bound to each app in the factory. (The rate limiter is built per
+# app in http/limits.py: flask-limiter keeps its storage on the instance.)
+jwt = JWTManager()  # issues tokens (services/tokens.init_jwt binds and configures it)
 
 MONGO_ALIAS = "default"
 

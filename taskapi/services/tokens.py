@@ -34,15 +34,14 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from bson import ObjectId
 from bson.errors import InvalidId
 from flask import Flask, current_app
-from flask_jwt_extended import JWTManager, create_access_token, create_refresh_token
+from flask_jwt_extended import create_access_token, create_refresh_token
 
 from taskapi.errors import Unauthorized
-from taskapi.extensions import PREFIX, get_redis, redis_script
+from taskapi.extensions import PREFIX, get_redis, jwt, redis_script
 from taskapi.models.user import users
 from taskapi.services.cache import key_cache_generation
 
 log = logging.getLogger("taskapi.security")
-jwt = JWTManager()
 
 # Rotation in one atomic step: the presented refresh token must be the session's current one.
 # Returns 1 (rotated), 0 (no such session / stale generation), -1 (reuse: family revoked).
