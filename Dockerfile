@@ -12,15 +12,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     HOST=0.0.0.0 \
     PORT=8000 \
     TRUSTED_PROXY_COUNT=1
-RUN useradd --system --uid 10001 --create-home --home-dir /app taskapi
+RUN groupadd --system --gid 10001 taskapi \
+    && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /app taskapi
 WORKDIR /app
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index /wheels/* && rm -rf /wheels
-COPY --chown=taskapi:taskapi config.py wsgi.py gunicorn.conf.py boot.sh ./
-COPY --chown=taskapi:taskapi taskapi ./taskapi
-COPY --chown=taskapi:taskapi migrations ./migrations
-USER taskapi
+COPY --chown=10001:10001 config.py wsgi.py gunicorn.conf.py boot.sh LICENSE ./
+COPY --chown=10001:10001 taskapi ./taskapi
+COPY --chown=10001:10001 migrations ./migrations
+# Numeric, so that a runtime that refuses root can check it without reading /etc/passwd.
+USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status != 200)"]
+    CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ.get('PORT', '8000'); sys.exit(urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=2).status != 200)"]
 CMD ["./boot.sh"]

@@ -73,8 +73,14 @@ class Config:
     DEBUG = False
 
     def __init__(self) -> None:
+        # The embedded servers' ports, as `make run` starts them: every command that reads this
+        # config (`flask --app wsgi seed`, `db status`, ...) finds the same servers.
+        self.EMBEDDED_MONGODB_PORT = env_int("EMBEDDED_MONGODB_PORT", EMBEDDED_MONGODB_PORT, minimum=1)
+        self.EMBEDDED_REDIS_PORT = env_int("EMBEDDED_REDIS_PORT", EMBEDDED_REDIS_PORT, minimum=1)
+        self.EMBEDDED_CACHE_REDIS_PORT = env_int("EMBEDDED_CACHE_REDIS_PORT", EMBEDDED_CACHE_REDIS_PORT, minimum=1)
         self.MONGODB_URI = env_str("MONGODB_URI") or (  # the embedded server: see devserver.mongo_uri
-            f"mongodb://127.0.0.1:{EMBEDDED_MONGODB_PORT}/taskapi?directConnection=true&retryWrites=false&journal=true"
+            f"mongodb://127.0.0.1:{self.EMBEDDED_MONGODB_PORT}/taskapi"
+            "?directConnection=true&retryWrites=false&journal=true"
         )
         # Short server selection: a dead database answers 503 in ~2 s, never a 30 s hang.
         self.MONGODB_TIMEOUT_MS = env_int("MONGODB_TIMEOUT_MS", 2000, minimum=100)
@@ -84,7 +90,7 @@ class Config:
         # Which server MONGODB_URI names, for the query plans: auto (ask it), mongodb or secantus.
         self.MONGODB_ENGINE = env_str("MONGODB_ENGINE", "auto").lower()
         # Revocation state, sessions, rate limits, idempotency records: a Redis that never evicts.
-        self.REDIS_URL = env_str("REDIS_URL") or f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
+        self.REDIS_URL = env_str("REDIS_URL") or f"redis://127.0.0.1:{self.EMBEDDED_REDIS_PORT}/0"
         self.REDIS_TIMEOUT_SECONDS = env_int("REDIS_TIMEOUT_MS", 500, minimum=50) / 1000
         # Seconds a client is told to wait after a 503 caused by MongoDB or Redis.
         self.DEPENDENCY_RETRY_AFTER_SECONDS = env_int("DEPENDENCY_RETRY_AFTER_SECONDS", 2, minimum=1)
@@ -144,12 +150,23 @@ class Config:
         self.OPENAPI_JSON_PATH = "openapi.json"
         self.OPENAPI_SWAGGER_UI_PATH = "docs"
         self.OPENAPI_SWAGGER_UI_URL = "/docs/assets/"
+        # Where clients reach the API (the spec's `servers`); behind a proxy, its public URL.
+        self.API_PUBLIC_URL = env_str("API_PUBLIC_URL", f"http://127.0.0.1:{self.PORT}")
+        self.API_SPEC_OPTIONS = {
+            "servers": [{"url": self.API_PUBLIC_URL, "description": "this deployment"}],
+            "info": {
+                "description": "Task management with JWT auth and instant revocation. Client guide: docs/api.md "
+                               "in the repository; every error is RFC 9457 problem+json.",
+                "license": {"name": "Proprietary", "url": f"{self.API_PUBLIC_URL}/license"},
+                "contact": {"name": "taskapi maintainers", "email": "taskapi@example.invalid"},
+            },
+        }
 
     def default_log_format(self) -> str:
         return "text"
 
     def default_cache_redis_url(self) -> str:
-        return f"redis://127.0.0.1:{EMBEDDED_CACHE_REDIS_PORT}/0"
+        return f"redis://127.0.0.1:{self.EMBEDDED_CACHE_REDIS_PORT}/0"
 
     def validate(self) -> None:
         """Raise ConfigError (one line) when a setting cannot work."""

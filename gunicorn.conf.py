@@ -66,5 +66,10 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid, _metrics_dir)
+
+
+def on_exit(server):
+    """The samples die with the server: nothing is left in the temp directory."""
+    shutil.rmtree(_metrics_dir, ignore_errors=True)
 # Managed with signals (HUP/TERM); no shared control socket for several instances to fight over.
 control_socket_disable = True

@@ -20,7 +20,7 @@ from taskapi.http.limits import init_limiter
 from taskapi.http.metrics import mount_metrics
 from taskapi.http.problems import register_error_handlers
 from taskapi.services.cache import init_cache
-from taskapi.services.tokens import init_jwt
+from taskapi.services.tokens import init_jwt, init_passwords
 
 
 class TaskApiFlask(Flask):
@@ -45,6 +45,7 @@ def create_app(config: Config | str | None = None) -> Flask:
     logs.configure_logging(app)
     connect_datastores(app)
     init_jwt(app)
+    init_passwords(app)
     add_request_hooks(app)
     mount_routes(app)
     headers.init_security_headers(app)

@@ -109,7 +109,7 @@ def gunicorn(env: dict[str, str], workers: int = 3, log_path: Path | None = None
 
 NGINX_REWRITES = {  # what the repo's nginx.conf says -> what a test needs
     "listen 80 default_server;": "listen 127.0.0.1:{port} default_server;",
-    "server app:8000;": "server {upstream};",
+    "server app:8000 resolve;": "server {upstream};",  # Debian's 1.22 has no `resolve`
     "pid /var/run/nginx.pid;": "pid {workdir}/nginx.pid;",
     "/var/log/nginx/": "{workdir}/",
     "/var/cache/nginx/": "{workdir}/cache/",

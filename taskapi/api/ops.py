@@ -5,6 +5,8 @@ from __future__ import annotations
 import flask
 import swagger_ui_bundle
 
+from config import ROOT
+
 from taskapi.http.blueprint import Blueprint
 from taskapi.schemas.common import HealthSchema, ReadinessSchema
 from taskapi.services import health
@@ -23,8 +25,18 @@ def docs_asset(filename: str):
     return flask.send_from_directory(swagger_ui_bundle.swagger_ui_path, filename, max_age=86400)
 
 
+PARSE_ERROR = "The request could not be parsed (answered by the server before any route runs)."
+
+
+@assets.get("/license")
+def license_text() -> flask.Response:
+    """The licence the OpenAPI document's `info.license.url` points to."""
+    return flask.send_from_directory(ROOT, "LICENSE", mimetype="text/plain", max_age=86400)
+
+
 @blp.route("/healthz", methods=["GET"])
 @blp.response(200, HealthSchema())
+@blp.problem(400, PARSE_ERROR)
 def healthz():
     """Liveness: the process answers; no dependency is touched."""
     return {"status": "ok"}
@@ -33,6 +45,7 @@ def healthz():
 @blp.route("/readyz", methods=["GET"])
 @blp.response(200, ReadinessSchema())
 @blp.alt_response(503, schema=ReadinessSchema, description="A dependency is down; `checks` names it.")
+@blp.problem(400, PARSE_ERROR)
 def readyz():
     """Readiness: MongoDB and Redis both answer a ping."""
     checks = health.readiness()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 from flask import Flask, current_app
@@ -14,7 +18,38 @@ from taskapi.extensions import get_db
 db_cli = AppGroup("db", help="Database migrations.")
 
 
+def needs_servers(command: Callable[..., Any]) -> Callable[..., Any]:
+    """A command that needs MongoDB and Redis: when one is not there, say so in one line (and
+    where it was looked for) instead of a driver's traceback after its timeout."""
+    @functools.wraps(command)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        from taskapi.errors import DEPENDENCY_ERRORS
+        from taskapi.extensions import get_db, get_redis
+
+        down = []
+        for name, ping in (("mongodb", lambda: get_db().command("ping")), ("redis", lambda: get_redis().ping())):
+            try:
+                ping()
+            except DEPENDENCY_ERRORS:
+                down.append(name)
+        if down:
+            config = current_app.config
+            where = {"mongodb": ("MongoDB", config["MONGODB_URI"]), "redis": ("Redis", config["REDIS_URL"])}
+            names = ", ".join(f"{where[name][0]} at {_without_password(where[name][1])}" for name in down)
+            click.echo(f"error: cannot reach {names}: start `make run` (it starts the embedded servers) "
+                       "or set MONGODB_URI / REDIS_URL (EMBEDDED_*_PORT for other embedded ports)", err=True)
+            raise SystemExit(1)
+        return command(*args, **kwargs)
+
+    return checked
+
+
+def _without_password(url: str) -> str:
+    return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", url)
+
+
 @db_cli.command("upgrade")
+@needs_servers
 def db_upgrade() -> None:
     """Apply pending migrations in order (safe to run twice)."""
     applied = migrate.upgrade(get_db())
@@ -26,6 +61,7 @@ def db_upgrade() -> None:
 
 
 @db_cli.command("status")
+@needs_servers
 def db_status() -> None:
     """List migrations, applied (with time) and pending."""
     for name, applied_at in migrate.status(get_db()):
@@ -40,6 +76,7 @@ users_cli = AppGroup("users", help="User administration.")
 @click.option("--email", required=True, help="The admin's email (created if new, promoted if it exists).")
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
               help="Password for a new account (8..128 characters); an existing account keeps its own.")
+@needs_servers
 def users_create_admin(email: str, password: str) -> None:
     """Create an admin account, or promote (and re-activate) an existing one."""
     from marshmallow import ValidationError
@@ -64,6 +101,7 @@ def users_create_admin(email: str, password: str) -> None:
 @click.option("--email", help="The account to erase.")
 @click.option("--id", "user_id", help="The account to erase, by id.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@needs_servers
 def users_delete(email: str | None, user_id: str | None, yes: bool) -> None:
     """Erase an account: revoke its tokens first, then delete its tasks and records, then the user."""
     from taskapi.errors import ApiError
@@ -90,10 +128,12 @@ def users_delete(email: str | None, user_id: str | None, yes: bool) -> None:
 @click.command("seed")
 @with_appcontext
 @click.option("--users", type=click.IntRange(1, 100_000), default=3, show_default=True, help="Users to create or reuse.")
-@click.option("--tasks", type=click.IntRange(0, 1_000_000), default=100, show_default=True, help="Tasks added per user.")
+@click.option("--tasks", type=click.IntRange(0, 1_000_000), default=100, show_default=True,
+              help="Tasks added to EACH user (--users 10 --tasks 10000 makes 100 000).")
 @click.option("--password", default="demo password", show_default=True, help="Password of created users.")
 @click.option("--email-pattern", default="demo{n}@example.com", show_default=True, help="{n} is 1..users.")
 @click.option("--seed", "seed_value", type=int, default=42, show_default=True, help="Random seed (repeatable data).")
+@needs_servers
 def seed_command(users: int, tasks: int, password: str, email_pattern: str, seed_value: int) -> None:
     """Demo data: users with a realistic spread of tasks, bulk-inserted."""
     import time

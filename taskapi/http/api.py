@@ -40,6 +40,10 @@ class TaskApi(Api):
 
         blueprint.add_url_rule("/" + path.lstrip("/"), endpoint="openapi_swagger_ui", view_func=docs_page)
 
+    def _register_pagination_header(self) -> None:
+        """Not used: pages are keyset pages with `next_cursor` and `Link`, not flask-smorest's
+        X-Pagination header (whose schema would sit unused in the document)."""
+
     def _register_responses(self) -> None:
         """The shared error responses (UNPROCESSABLE_ENTITY, DEFAULT_ERROR, …) are problem+json."""
         for status in HTTPStatus:

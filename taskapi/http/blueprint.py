@@ -33,6 +33,11 @@ from taskapi.schemas.common import ProblemSchema
 View = Callable[..., Any]
 
 
+def operation_id(endpoint: str) -> str:
+    head, *rest = endpoint.split("_")
+    return head + "".join(word.capitalize() for word in rest)
+
+
 class StrictParser(FlaskParser):
     """webargs parser that reads the already-gated body and refuses unknown query parameters."""
 
@@ -46,6 +51,22 @@ class Blueprint(flask_smorest.Blueprint):
     """flask-smorest Blueprint that marks the views taking a JSON body for the body gate."""
 
     ARGUMENTS_PARSER = StrictParser()
+
+    def route(self, rule: str, *, parameters: Any = None, tags: Any = None, **options: Any) -> Callable[[View], View]:
+        """flask-smorest's route, plus what every operation's documentation needs: an
+        `operationId` named after the view (`list_tasks` -> `listTasks`, which generated
+        clients turn into function names) and, for a view without `auth_required`,
+        `security: []` (public)."""
+        register = super().route(rule, parameters=parameters, tags=tags, **options)
+
+        def decorator(func: View) -> View:
+            manual = getattr(func, "_apidoc", {}).get("manual_doc", {})
+            extra: dict[str, Any] = {"operationId": operation_id(options.get("endpoint") or func.__name__)}
+            if "security" not in manual:
+                extra["security"] = []
+            return register(self.doc(**extra)(func))
+
+        return decorator
 
     def arguments(self, schema, *, location="json", **kwargs):
         decorator = super().arguments(schema, location=location, **kwargs)

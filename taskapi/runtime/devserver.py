@@ -216,7 +216,8 @@ def run() -> int:
             if env.get(setting):
                 continue  # configured: use that server
             port = env_int(port_setting, default_port, minimum=1)
-            require_free_port(port, f"the embedded {what}", f"stop the other server or set {setting}")
+            require_free_port(port, f"the embedded {what}",
+                              f"stop the other server, set {port_setting} to a free port, or set {setting}")
             log_path = data / "log" / log_name
             process = start(port, log_path)
             started.append((what, process))

@@ -7,6 +7,8 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pymongo
 import pytest
@@ -50,6 +52,8 @@ def test_runner_serves_stops_cleanly_and_keeps_data(tmp_path, ports):
     assert wait_gone(children) == set(), f"left behind: {children}\n{output}"
     assert "stopped gunicorn, cache Redis, Redis, SecantusDB" in output
     assert (tmp_path / "jwt_secret").exists() and (tmp_path / "db").is_dir()
+    metrics_dir = Path(tempfile.gettempdir()) / f"taskapi-metrics-{ports['http']}"
+    assert not metrics_dir.exists(), "gunicorn's metrics samples are left in the temp directory"
 
     again = start_runner(tmp_path, ports)
     try:
@@ -57,9 +61,11 @@ def test_runner_serves_stops_cleanly_and_keeps_data(tmp_path, ports):
         with pymongo.MongoClient(devserver.mongo_uri(ports["mongo"])) as client:
             assert client.taskapi.notes.find_one({"_id": "kept"})["text"] == "survives a restart"
     finally:
+        assert metrics_dir.is_dir()  # while serving
         again.send_signal(signal.SIGINT)  # what Ctrl-C delivers
         again.communicate(timeout=40)
     assert again.returncode == 0
+    assert not metrics_dir.exists()
 
 
 def test_busy_port_gives_one_clear_line(tmp_path, ports):
@@ -71,5 +77,5 @@ def test_busy_port_gives_one_clear_line(tmp_path, ports):
     assert runner.returncode == 1
     assert output.strip() == (
         f"taskapi: port {ports['mongo']} is already in use, so the embedded SecantusDB cannot start "
-        "(stop the other server or set MONGODB_URI)"
+        "(stop the other server, set EMBEDDED_MONGODB_PORT to a free port, or set MONGODB_URI)"
     )

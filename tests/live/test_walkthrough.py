@@ -16,12 +16,17 @@ def walkthrough() -> str:
     return block.group(1)
 
 
-def test_readme_walkthrough_runs(app_env, log_dir, app, tmp_path):
+def test_readme_walkthrough_runs_again_and_again_and_leaves_nothing_behind(app_env, log_dir, app, tmp_path):
+    temp = tmp_path / "tmp"
+    temp.mkdir()
     with gunicorn(app_env, workers=2, log_path=log_dir / "gunicorn-walkthrough.log") as base:
-        result = subprocess.run(["bash", "-euo", "pipefail", "-c", walkthrough()], cwd=tmp_path,
-                                env={"PATH": "/usr/bin:/bin", "API": base}, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.strip().splitlines()
-    assert lines[0] == "ada@example.com"
-    assert re.fullmatch(r'created [0-9a-f]{24} with ETag "v1"', lines[1])
-    assert lines[2:] == ["Buy milk", "done", "1", "204", "401"]
+        for _ in range(2):  # a reader tries it twice: same output, no conflicts, no stale ETags
+            result = subprocess.run(["bash", "-euo", "pipefail", "-c", walkthrough()], cwd=tmp_path,
+                                    env={"PATH": "/usr/bin:/bin", "API": base, "TMPDIR": str(temp)},
+                                    capture_output=True, text=True, timeout=120)
+            assert result.returncode == 0, result.stderr
+            lines = result.stdout.strip().splitlines()
+            assert lines[0] == "Ada"
+            assert re.fullmatch(r'created [0-9a-f]{24} with ETag "v1"', lines[1])
+            assert lines[2:] == ["Buy milk", "done", "1", "204", "401"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp"] and not list(temp.iterdir()), "files left behind"

@@ -15,13 +15,15 @@ GOOD_SECRET = "p" * 48
 
 
 def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in {"MONGODB_URI", "REDIS_URL", "JWT_SECRET_KEY", "TASKAPI_ENV"}}
+    clean = {k: v for k, v in os.environ.items()
+             if k not in {"MONGODB_URI", "REDIS_URL", "CACHE_REDIS_URL", "JWT_SECRET_KEY", "TASKAPI_ENV"}}
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**clean, **env},
                           capture_output=True, text=True, timeout=60)
 
 
 PRODUCTION = {"TASKAPI_ENV": "production", "MONGODB_URI": "mongodb://db.invalid:27017/taskapi",
-              "REDIS_URL": "redis://cache.invalid:6379/0", "JWT_SECRET_KEY": GOOD_SECRET}
+              "REDIS_URL": "redis://state.invalid:6379/0", "CACHE_REDIS_URL": "redis://cache.invalid:6379/0",
+              "JWT_SECRET_KEY": GOOD_SECRET}
 
 
 @pytest.mark.parametrize(
@@ -66,6 +68,7 @@ def test_gunicorn_refuses_to_start_in_production_without_secret():
 def test_every_documented_variable_is_read(monkeypatch):
     values = {
         "MONGODB_URI": "mongodb://m:1/x", "REDIS_URL": "redis://r:2/3", "JWT_SECRET_KEY": GOOD_SECRET,
+        "CACHE_REDIS_URL": "redis://c:4/0", "API_PUBLIC_URL": "https://tasks.example",
         "ACCESS_TOKEN_TTL_SECONDS": "60", "REFRESH_TOKEN_TTL_SECONDS": "120", "RATELIMIT_ENABLED": "false",
         "RATELIMIT_DEFAULT": "7/minute", "RATELIMIT_LOGIN": "3/minute", "RATELIMIT_LOGIN_ACCOUNT": "2/minute",
         "RATELIMIT_REGISTER": "4/hour", "CACHE_TTL_SECONDS": "9", "TRUSTED_PROXY_COUNT": "1",
@@ -84,6 +87,8 @@ def test_every_documented_variable_is_read(monkeypatch):
     assert config.CORS_ORIGINS == ["https://a.example", "https://b.example"]
     settings = (config.HOST, config.PORT, config.WORKERS, config.LOG_LEVEL, config.LOG_FORMAT)
     assert settings == ("0.0.0.0", 9000, 5, "DEBUG", "json")
+    assert config.CACHE_REDIS_URL == "redis://c:4/0"
+    assert config.API_SPEC_OPTIONS["servers"] == [{"url": "https://tasks.example", "description": "this deployment"}]
 
 
 def test_development_defaults_point_at_embedded_servers(monkeypatch, tmp_path):

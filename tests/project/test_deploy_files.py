@@ -21,9 +21,11 @@ def test_dockerfile_is_multi_stage_non_root_with_healthcheck():
     assert len(re.findall(r"^FROM ", text, re.M)) == 2, "build stage + slim runtime stage"
     assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)
     users = re.findall(r"^USER (\S+)", text, re.M)
-    assert users and users[-1] not in ("root", "0")
+    assert users and re.fullmatch(r"[1-9]\d*:[1-9]\d*", users[-1]), "a numeric, non-root uid:gid (hadolint DL3066)"
+    uid = users[-1].split(":")[0]
+    assert f"--uid {uid}" in text and all(f"--chown={uid}:" in line for line in re.findall(r"^COPY --chown.*", text, re.M))
     healthcheck = re.search(r"^HEALTHCHECK .*?(?=^\S)", text, re.M | re.S).group(0)
-    assert "/healthz" in healthcheck and "8000" in healthcheck
+    assert "/healthz" in healthcheck and "os.environ.get('PORT', '8000')" in healthcheck, "follows PORT"
     assert re.search(r"^EXPOSE 8000$", text, re.M)
     assert re.search(r'^CMD \["\./boot\.sh"\]$', text, re.M)
     for source in re.findall(r"^COPY --chown=\S+ (.+) \S+$", text, re.M):
@@ -74,7 +76,12 @@ def test_compose_wires_mongo_two_redis_app_and_nginx():
     assert set(nginx["networks"]) == {"edge", "backend"}
     assert "./nginx.conf:/etc/nginx/nginx.conf:ro" in nginx["volumes"]
     assert any(port.endswith(":80") for port in nginx["ports"])
-    assert "server app:8000" in (ROOT / "nginx.conf").read_text()
+    assert "/healthz" in " ".join(nginx["healthcheck"]["test"])
+    # nginx.conf re-resolves the replicas (`server app:8000 resolve;`): open-source nginx >= 1.27.3.
+    conf = (ROOT / "nginx.conf").read_text()
+    assert "server app:8000 resolve;" in conf and re.search(r"^\s+resolver 127\.0\.0\.11 valid=\d+s", conf, re.M)
+    major, minor = map(int, re.match(r"nginx:(\d+)\.(\d+)", nginx["image"]).groups())
+    assert (major, minor) >= (1, 28), nginx["image"]
 
 
 def test_nginx_conf_matches_the_app():
