@@ -16,11 +16,17 @@ class CompletionsQuerySchema(Schema):
                           metadata={"description": "Number of UTC days ending today, 1..365 (default 30)."})
 
 
+# Counts per status and per priority: every status (priority) is a property, 0 when none, so
+# clients (and generated ones) read `by_status.done`, not a map that may lack the key.
+StatusCountsSchema = Schema.from_dict({name: fields.Integer(required=True) for name in STATUSES}, name="StatusCounts")
+PriorityCountsSchema = Schema.from_dict({name: fields.Integer(required=True) for name in PRIORITIES},
+                                        name="PriorityCounts")
+
+
 class DashboardSchema(Schema):
     total = fields.Integer(required=True)
-    by_status = fields.Dict(keys=fields.String(validate=validate.OneOf(STATUSES)), values=fields.Integer(), required=True)
-    by_priority = fields.Dict(keys=fields.String(validate=validate.OneOf(PRIORITIES)), values=fields.Integer(),
-                              required=True)
+    by_status = fields.Nested(StatusCountsSchema, required=True)
+    by_priority = fields.Nested(PriorityCountsSchema, required=True)
     overdue = fields.Integer(required=True, metadata={"description": "Open, due_at < now."})
     due_today = fields.Integer(required=True, metadata={"description": "Open, now <= due_at < next UTC midnight."})
     due_next_7_days = fields.Integer(required=True, metadata={"description": "Open, now <= due_at < now + 7 days."})

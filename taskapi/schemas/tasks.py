@@ -166,4 +166,7 @@ class TaskQuerySchema(PageQuerySchema):
                                 validate.Regexp(SEARCH_PATTERN, error="No control characters.")],
                       metadata={"description": "Case-insensitive literal substring of title or description."})
     sort = fields.String(load_default="-created_at", validate=validate.OneOf(SORTS),
-                         metadata={"description": "Sort field, `-` for descending; ties broken by id."})
+                         metadata={"description": "Sort field, `-` for descending; ties broken by id.",
+                                   # member names for generated clients (CREATED_AT_DESC, not VALUE_1)
+                                   "x-enum-varnames": [name.lstrip("-").upper() + ("_DESC" if name.startswith("-") else "")
+                                                       for name in SORTS]})
