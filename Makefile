@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint fuzz e2e nginx wrk bench clean
+.PHONY: install run test lint openapi-lint postman node-tools fuzz e2e nginx wrk bench clean
 
 install: $(STAMP)
 
@@ -26,6 +26,25 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
+
+# Node tools (newman, Redocly CLI), pinned in tools/package-lock.json, installed into tools/.
+NODE_BIN := tools/node_modules/.bin
+node-tools: $(NODE_BIN)/.installed
+
+$(NODE_BIN)/.installed: tools/package.json tools/package-lock.json
+	@command -v npm >/dev/null || { echo "make: newman and redocly need Node.js and npm; install them (e.g. apt-get install nodejs npm) and run this again" >&2; exit 2; }
+	npm ci --prefix tools --no-audit --no-fund --silent
+	@touch $@
+
+# The OpenAPI document, as /openapi.json serves it, through Redocly's recommended rules.
+openapi-lint: install node-tools
+	@mkdir -p var
+	TASKAPI_ENV=testing $(VENV)/bin/flask --app wsgi openapi export -o var/openapi.json
+	$(NODE_BIN)/redocly lint --config redocly.yaml var/openapi.json
+
+# The Postman collection with newman against a live server: twice in a row, then the admin folder.
+postman: install node-tools
+	$(PY) -m tests.postman.newman_run
 
 fuzz: install
 	$(PY) -m tests.fuzz.schemathesis_run

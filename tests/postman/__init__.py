@@ -1,0 +1,1 @@
+"""The Postman collection run with newman against a live server (`make postman`)."""
