@@ -26,7 +26,12 @@ blp = Blueprint("auth", __name__, description="Registration, tokens and the call
 @blp.response(201, UserSchema(), headers={"Location": {"description": "/api/v1/users/{id}", "schema": {"type": "string"}}})
 @blp.problem(409, "An account with this email already exists.")
 def register(body):
-    """Create an account (role `user`)."""
+    """Create an account (role `user`).
+
+    The email is trimmed and lower-cased and must be unused (409 otherwise); the password is 8
+    to 128 characters and is stored as an argon2id hash. Limited per client IP
+    (RATELIMIT_REGISTER).
+    """
     user = auth.register(**body)
     return user, 201, {"Location": url_for("users.get_user", user_id=str(user["_id"]))}
 
@@ -38,7 +43,12 @@ def register(body):
 @blp.response(200, TokenPairSchema())
 @blp.problem(401, "Wrong email or password, or a deactivated account (one answer for all).")
 def login(body):
-    """Exchange credentials for an access token (15 min) and a refresh token (30 days)."""
+    """Exchange credentials for an access token (15 min) and a refresh token (30 days).
+
+    Unknown email, wrong password and a deactivated account all get the same 401 after the same
+    work. Each login starts a session; limited per IP and per IP and email (RATELIMIT_LOGIN,
+    RATELIMIT_LOGIN_ACCOUNT).
+    """
     user, generation = auth.authenticate(**body)
     return tokens.issue_session(str(user["_id"]), generation, user["role"])
 
@@ -47,7 +57,12 @@ def login(body):
 @blp.auth_required(refresh=True)
 @blp.response(200, TokenPairSchema())
 def refresh():
-    """Rotate: the presented refresh token stops working; presenting it again revokes the session."""
+    """Rotate: the presented refresh token stops working; presenting it again revokes the session.
+
+    Send the refresh token as the bearer token. The answer is a new pair; keep the new refresh
+    token. A spent refresh token ends the whole session (reuse means theft), and a deactivated
+    or deleted account cannot refresh.
+    """
     return auth.refresh(current_claims())
 
 
@@ -55,7 +70,11 @@ def refresh():
 @blp.auth_required()
 @blp.response(204)
 def logout():
-    """Revoke this access token and its whole login session, on every worker at once."""
+    """Revoke this access token and its whole login session, on every worker at once.
+
+    The session's refresh token stops working too. Other sessions of the user (other devices)
+    are not affected; see logout-all.
+    """
     tokens.revoke_session(current_claims())
 
 
@@ -63,7 +82,11 @@ def logout():
 @blp.auth_required()
 @blp.response(204)
 def logout_all():
-    """Revoke every token of the caller issued before now (all devices)."""
+    """Revoke every token of the caller issued before now (all devices).
+
+    Every access and refresh token of the user, on every device and every server, stops working
+    at once; the next login works.
+    """
     auth.logout_all(user_id=current_user_id())
 
 
@@ -71,7 +94,10 @@ def logout_all():
 @blp.auth_required()
 @blp.response(200, UserSchema())
 def get_me():
-    """The caller's account."""
+    """The caller's account.
+
+    Read from the database (not from the token), so it shows the current name and role.
+    """
     return auth.current_user(current_user_id())
 
 
@@ -80,7 +106,11 @@ def get_me():
 @blp.arguments(UpdateMeSchema())
 @blp.response(200, UserSchema())
 def update_me(body):
-    """Change the caller's display name."""
+    """Change the caller's display name.
+
+    Only `name` can be changed here; the email, role and active flag are not the caller's to
+    change.
+    """
     return auth.update_profile(user=auth.current_user(current_user_id()), **body)
 
 
@@ -91,5 +121,9 @@ def update_me(body):
 @blp.arguments(PasswordChangeSchema())
 @blp.response(204)
 def change_password(body):
-    """Change the password; every token of the caller, this one included, stops working."""
+    """Change the password; every token of the caller, this one included, stops working.
+
+    `current_password` must be right (422 otherwise) and `new_password` different from it.
+    Afterwards the caller logs in again with the new password. Limited like login.
+    """
     auth.change_password(user=auth.current_user(current_user_id()), **body)

@@ -6,7 +6,6 @@ import flask
 import swagger_ui_bundle
 
 from config import ROOT
-
 from taskapi.http.blueprint import Blueprint
 from taskapi.schemas.common import HealthSchema, ReadinessSchema
 from taskapi.services import health
@@ -38,7 +37,11 @@ def license_text() -> flask.Response:
 @blp.response(200, HealthSchema())
 @blp.problem(400, PARSE_ERROR)
 def healthz():
-    """Liveness: the process answers; no dependency is touched."""
+    """Liveness: the process answers; no dependency is touched.
+
+    For load balancers and orchestrators: 200 while the process can answer. Never rate limited,
+    never touches MongoDB or Redis, and answered even while every worker thread is busy.
+    """
     return {"status": "ok"}
 
 
@@ -47,7 +50,11 @@ def healthz():
 @blp.alt_response(503, schema=ReadinessSchema, description="A dependency is down; `checks` names it.")
 @blp.problem(400, PARSE_ERROR)
 def readyz():
-    """Readiness: MongoDB and Redis both answer a ping."""
+    """Readiness: MongoDB and Redis both answer a ping.
+
+    200 when MongoDB and Redis both answer a ping within their timeouts; 503 with `Retry-After`
+    and `checks` naming what is down otherwise. Route traffic only to instances that are ready.
+    """
     checks = health.readiness()
     ok = all(state == "ok" for state in checks.values())
     body = {"status": "ok" if ok else "unavailable", "checks": checks}

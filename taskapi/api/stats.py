@@ -38,7 +38,12 @@ def admin_for_global_scope(view):
 @blp.response(200, DashboardSchema(), headers=X_CACHE)
 @blp.problem(403, "scope=global needs the admin role.")
 def dashboard(query):
-    """Counts by status and priority, due and overdue work, completion rate (UTC)."""
+    """Counts by status and priority, due and overdue work, completion rate (UTC).
+
+    For the caller's tasks, or every user's with `scope=global` (admins only; then also the
+    number of users). Open means not done; overdue is open with a due date in the past. Cached
+    per user with read-your-writes (`X-Cache`).
+    """
     return stats.dashboard(owner=None if is_global(query) else current_user_id(), now=utcnow())
 
 
@@ -48,5 +53,9 @@ def dashboard(query):
 @cached("completions")
 @blp.response(200, CompletionsSchema(), headers=X_CACHE)
 def completions(query):
-    """Tasks created and completed per UTC day, ending today, oldest first."""
+    """Tasks created and completed per UTC day, ending today, oldest first.
+
+    `days` days (1 to 365, default 30), every day present, zero when nothing happened. Cached
+    per user with read-your-writes (`X-Cache`).
+    """
     return stats.completions(owner=current_user_id(), now=utcnow(), **query)

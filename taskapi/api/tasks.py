@@ -73,7 +73,12 @@ def list_tasks(query):
 @blp.problem(404, "No such task for the caller (unknown, malformed or another user's id).")
 @blp.doc(parameters=[IF_NONE_MATCH])
 def get_task(task_id):
-    """One task, with its ETag."""
+    """One task, with its ETag.
+
+    `ETag` names the task's version (`"v3"`); send it back as `If-None-Match` to get 304 while
+    the task is unchanged, or as `If-Match` with a write. Another user's task is a 404, exactly
+    like an unknown id.
+    """
     task = service.get_task(owner=current_user_id(), task_id=task_id)
     tag = service.etag_for(task["version"])
     if request.if_none_match.star_tag or request.if_none_match.contains_weak(tag):
@@ -89,7 +94,12 @@ def get_task(task_id):
 @blp.problem(412, "If-Match does not match the task's current ETag.")
 @blp.doc(parameters=[IF_MATCH])
 def patch_task(body, task_id):
-    """Change some fields; `version` grows by one if anything changed."""
+    """Change some fields; `version` grows by one if anything changed.
+
+    Only the fields sent change; server-owned fields (id, owner, version, timestamps) are
+    refused by name. With `If-Match`, a task changed since is a 412. A PATCH that changes
+    nothing writes nothing and keeps the version.
+    """
     task = service.update_task(owner=current_user_id(), task_id=task_id, changes=body, precondition=precondition())
     return task, 200, etag(task)
 
@@ -102,7 +112,11 @@ def patch_task(body, task_id):
 @blp.problem(412, "If-Match does not match the task's current ETag.")
 @blp.doc(parameters=[IF_MATCH])
 def put_task(body, task_id):
-    """Replace every writable field: `title` is required, omitted fields reset to their defaults."""
+    """Replace every writable field: `title` is required, omitted fields reset to their defaults.
+
+    Like PATCH, but the body is the whole task: description, status, priority, due date and tags
+    not sent go back to their defaults. `If-Match` protects against lost updates.
+    """
     task = service.update_task(owner=current_user_id(), task_id=task_id, changes=body, replace=True,
                                precondition=precondition())
     return task, 200, etag(task)
@@ -115,5 +129,9 @@ def put_task(body, task_id):
 @blp.problem(412, "If-Match does not match the task's current ETag.")
 @blp.doc(parameters=[IF_MATCH])
 def delete_task(task_id):
-    """Delete a task."""
+    """Delete a task.
+
+    204 once the task is gone; a second DELETE is a 404. With `If-Match`, a task changed since
+    is kept and the answer is 412.
+    """
     service.delete_task(owner=current_user_id(), task_id=task_id, precondition=precondition())

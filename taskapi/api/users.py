@@ -17,7 +17,11 @@ blp = Blueprint("users", __name__, description="User administration; admins only
 @blp.arguments(UserQuerySchema(), location="query")
 @blp.response(200, UserPageSchema(), headers={"Link": {"description": 'rel="next" page', "schema": {"type": "string"}}})
 def list_users(query):
-    """Users by ascending id, keyset-paged; `email` filters to one exact address."""
+    """Users by ascending id, keyset-paged; `email` filters to one exact address.
+
+    Admins only. Follow `next_cursor` (or the `Link: rel="next"` header) for the next page;
+    `null` on the last one.
+    """
     items, cursor = users.list_users(**query)
     return {"items": items, "next_cursor": cursor}, 200, next_link(cursor)
 
@@ -27,7 +31,11 @@ def list_users(query):
 @blp.response(200, UserSchema())
 @blp.problem(404, "No user with this id.")
 def get_user(user_id):
-    """One user."""
+    """One user.
+
+    Admins only. The account as the user sees it in `/auth/me`: no password hash, no token
+    state.
+    """
     return users.get_user(user_id=user_id)
 
 

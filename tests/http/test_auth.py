@@ -457,3 +457,15 @@ def test_revocation_during_a_login_leaves_no_working_token(make_app, revocation)
         assert_unauthorized(client.post("/api/v1/auth/refresh", headers=bearer(pair["refresh_token"])))
     else:
         assert_unauthorized(response)
+
+
+def test_the_decoy_hash_is_made_with_the_app_not_on_the_first_unknown_email_login(make_app):
+    """Built lazily, the decoy made each worker's first unknown-email login cost a hash and a
+    verification (about twice a wrong password's time): that login told the two apart."""
+    fresh = make_app()
+    decoy = fresh.extensions["dummy_password_hash"]  # before any request
+    assert decoy.startswith("$argon2id$") and f"m={fresh.config['ARGON2_MEMORY_KIB']}," in decoy
+    response = fresh.test_client().post("/api/v1/auth/login", json={"email": "nobody@example.com",
+                                                                     "password": "whatever it is"})
+    assert response.status_code == 401
+    assert fresh.extensions["dummy_password_hash"] == decoy  # the same decoy, not made on demand

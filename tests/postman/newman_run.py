@@ -17,8 +17,8 @@ from pathlib import Path
 import requests
 
 from config import ROOT
-from tests.servers import MongoServer, RedisServer, gunicorn
 from taskapi.runtime import devserver
+from tests.servers import MongoServer, RedisServer, gunicorn
 
 NEWMAN = ROOT / "tools" / "node_modules" / ".bin" / "newman"
 COLLECTION = ROOT / "docs" / "taskapi.postman_collection.json"
