@@ -100,7 +100,7 @@ FOLDERS: list[tuple[str, str, list[Step]]] = [
         Step("refresh", "Refresh (rotates both tokens)", 200, token="refreshToken", tests=SET_TOKENS),
     ]),
     ("4 Admin (needs an admin token)", "User administration. Set the collection variable adminToken to an admin's "
-     "access token (make an admin with `flask --app wsgi users create-admin`, then log in as them) to run these "
+     "access token (make an admin with `.venv/bin/flask --app wsgi users create-admin`, then log in as them) to run these "
      "as an admin; without it they run as this run's user and are refused with 403.", [
         Step("listUsers", "List users", 200, query={"limit": "20"}, admin=True),
         Step("getUser", "Get this run's user", 200, admin=True),
