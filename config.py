@@ -150,14 +150,15 @@ class Config:
         self.OPENAPI_JSON_PATH = "openapi.json"
         self.OPENAPI_SWAGGER_UI_PATH = "docs"
         self.OPENAPI_SWAGGER_UI_URL = "/docs/assets/"
-        # Where clients reach the API (the spec's `servers`); behind a proxy, its public URL.
-        self.API_PUBLIC_URL = env_str("API_PUBLIC_URL", f"http://127.0.0.1:{self.PORT}")
+        # Where clients reach the API (the spec's `servers`). Unset: "/", the origin the document
+        # was fetched from, which is right behind any proxy and keeps /docs "Try it out" working.
+        self.API_PUBLIC_URL = env_str("API_PUBLIC_URL").rstrip("/")
         self.API_SPEC_OPTIONS = {
-            "servers": [{"url": self.API_PUBLIC_URL, "description": "this deployment"}],
+            "servers": [{"url": self.API_PUBLIC_URL or "/", "description": "this deployment"}],
             "info": {
                 "description": "Task management with JWT auth and instant revocation. Client guide: docs/api.md "
                                "in the repository; every error is RFC 9457 problem+json.",
-                "license": {"name": "Proprietary", "url": f"{self.API_PUBLIC_URL}/license"},
+                "license": {"name": "Proprietary", "url": f"{self.API_PUBLIC_URL}/license"},  # "/license" unset
                 "contact": {"name": "taskapi maintainers", "email": "taskapi@example.invalid"},
             },
         }

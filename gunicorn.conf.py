@@ -69,7 +69,9 @@ def child_exit(server, worker):
 
 
 def on_exit(server):
-    """The samples die with the server: nothing is left in the temp directory."""
-    shutil.rmtree(_metrics_dir, ignore_errors=True)
+    """The samples die with the server: nothing is left in the temp directory. Not after a
+    USR2 upgrade, whose new master (same directory) goes on serving /metrics."""
+    if not getattr(server, "reexec_pid", 0):
+        shutil.rmtree(_metrics_dir, ignore_errors=True)
 # Managed with signals (HUP/TERM); no shared control socket for several instances to fight over.
 control_socket_disable = True

@@ -18,38 +18,50 @@ from taskapi.extensions import get_db
 db_cli = AppGroup("db", help="Database migrations.")
 
 
-def needs_servers(command: Callable[..., Any]) -> Callable[..., Any]:
-    """A command that needs MongoDB and Redis: when one is not there, say so in one line (and
-    where it was looked for) instead of a driver's traceback after its timeout."""
-    @functools.wraps(command)
-    def checked(*args: Any, **kwargs: Any) -> Any:
-        from taskapi.errors import DEPENDENCY_ERRORS
-        from taskapi.extensions import get_db, get_redis
+def needs_servers(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A command that needs these servers ("mongodb", "redis"): when one is not there, say so in
+    one line (and where it was looked for) instead of a driver's traceback after its timeout."""
+    def decorator(command: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(command)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            require_servers(*names)
+            return command(*args, **kwargs)
 
-        down = []
-        for name, ping in (("mongodb", lambda: get_db().command("ping")), ("redis", lambda: get_redis().ping())):
-            try:
-                ping()
-            except DEPENDENCY_ERRORS:
-                down.append(name)
-        if down:
-            config = current_app.config
-            where = {"mongodb": ("MongoDB", config["MONGODB_URI"]), "redis": ("Redis", config["REDIS_URL"])}
-            names = ", ".join(f"{where[name][0]} at {_without_password(where[name][1])}" for name in down)
-            click.echo(f"error: cannot reach {names}: start `make run` (it starts the embedded servers) "
-                       "or set MONGODB_URI / REDIS_URL (EMBEDDED_*_PORT for other embedded ports)", err=True)
-            raise SystemExit(1)
-        return command(*args, **kwargs)
+        return checked
 
-    return checked
+    return decorator
 
 
-def _without_password(url: str) -> str:
-    return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", url)
+def require_servers(*names: str) -> None:
+    from taskapi.errors import DEPENDENCY_ERRORS
+    from taskapi.extensions import get_db, get_redis
+
+    config = current_app.config
+    servers = {"mongodb": ("MongoDB", config["MONGODB_URI"], lambda: get_db().command("ping"), "MONGODB_URI"),
+               "redis": ("Redis", config["REDIS_URL"], lambda: get_redis().ping(), "REDIS_URL")}
+    down = []
+    for name in names:
+        label, url, ping, setting = servers[name]
+        try:
+            ping()
+        except DEPENDENCY_ERRORS:
+            down.append((label, url, setting))
+    if down:
+        where = ", ".join(f"{label} at {without_credentials(url)}" for label, url, _ in down)
+        settings = " / ".join(setting for _, _, setting in down)
+        click.echo(f"error: cannot reach {where}: start `make run` (it starts the embedded servers) "
+                   f"or set {settings} (EMBEDDED_*_PORT for other embedded ports)", err=True)
+        raise SystemExit(1)
+
+
+def without_credentials(url: str) -> str:
+    """The URL with any password masked (`redis://:secret@host`, `mongodb://user:secret@host`)."""
+    return re.sub(r"//([^/@]*)@", lambda m: "//" + (m.group(1).split(":")[0] + ":***" if ":" in m.group(1)
+                                                      else "***") + "@", url)
 
 
 @db_cli.command("upgrade")
-@needs_servers
+@needs_servers("mongodb")  # migrations touch MongoDB only
 def db_upgrade() -> None:
     """Apply pending migrations in order (safe to run twice)."""
     applied = migrate.upgrade(get_db())
@@ -61,7 +73,7 @@ def db_upgrade() -> None:
 
 
 @db_cli.command("status")
-@needs_servers
+@needs_servers("mongodb")
 def db_status() -> None:
     """List migrations, applied (with time) and pending."""
     for name, applied_at in migrate.status(get_db()):
@@ -74,16 +86,18 @@ users_cli = AppGroup("users", help="User administration.")
 
 @users_cli.command("create-admin")
 @click.option("--email", required=True, help="The admin's email (created if new, promoted if it exists).")
-@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
-              help="Password for a new account (8..128 characters); an existing account keeps its own.")
-@needs_servers
-def users_create_admin(email: str, password: str) -> None:
+@click.option("--password", help="Password for a new account (8..128 characters; asked for when not given); "
+                                  "an existing account keeps its own.")
+def users_create_admin(email: str, password: str | None) -> None:
     """Create an admin account, or promote (and re-activate) an existing one."""
     from marshmallow import ValidationError
 
     from taskapi.schemas.auth import RegisterSchema
     from taskapi.services.users import create_admin
 
+    require_servers("mongodb", "redis")  # before asking for a password (promotion revokes tokens)
+    if password is None:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     try:
         data = RegisterSchema().load({"email": email, "password": password})
     except ValidationError as exc:
@@ -101,7 +115,7 @@ def users_create_admin(email: str, password: str) -> None:
 @click.option("--email", help="The account to erase.")
 @click.option("--id", "user_id", help="The account to erase, by id.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@needs_servers
+@needs_servers("mongodb", "redis")  # revoking tokens needs Redis
 def users_delete(email: str | None, user_id: str | None, yes: bool) -> None:
     """Erase an account: revoke its tokens first, then delete its tasks and records, then the user."""
     from taskapi.errors import ApiError
@@ -133,7 +147,7 @@ def users_delete(email: str | None, user_id: str | None, yes: bool) -> None:
 @click.option("--password", default="demo password", show_default=True, help="Password of created users.")
 @click.option("--email-pattern", default="demo{n}@example.com", show_default=True, help="{n} is 1..users.")
 @click.option("--seed", "seed_value", type=int, default=42, show_default=True, help="Random seed (repeatable data).")
-@needs_servers
+@needs_servers("mongodb", "redis")
 def seed_command(users: int, tasks: int, password: str, email_pattern: str, seed_value: int) -> None:
     """Demo data: users with a realistic spread of tasks, bulk-inserted."""
     import time

@@ -64,6 +64,14 @@ class Blueprint(flask_smorest.Blueprint):
             extra: dict[str, Any] = {"operationId": operation_id(options.get("endpoint") or func.__name__)}
             if "security" not in manual:
                 extra["security"] = []
+            documented = set(getattr(func, "_apidoc", {}).get("response", {}).get("responses", {}))
+            if not getattr(self, "exempt_from_rate_limits", False):
+                # Every route but the probes spends the caller's overall budget, and needs its stores.
+                if 429 not in documented:
+                    func = self.problem(429, "Too many requests (the caller's overall budget, RATELIMIT_DEFAULT); "
+                                             "retry after `Retry-After` seconds.")(func)
+                if 503 not in documented:
+                    func = self.problem(503, "Redis or MongoDB unavailable; retry after `Retry-After`.")(func)
             return register(self.doc(**extra)(func))
 
         return decorator
