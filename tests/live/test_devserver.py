@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pymongo
@@ -41,7 +42,9 @@ def test_runner_serves_stops_cleanly_and_keeps_data(tmp_path, ports):
     try:
         wait_http(base + "/readyz", runner, timeout=60)
         assert requests.get(base + "/healthz", timeout=5).json() == {"status": "ok"}
-        children = descendants(runner.pid)
+        deadline = time.monotonic() + 20  # /readyz answers once one worker is up; the other may still boot
+        while len(children := descendants(runner.pid)) < 6 and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert len(children) >= 6  # SecantusDB, two Redis, gunicorn master and 2 workers
         with pymongo.MongoClient(devserver.mongo_uri(ports["mongo"])) as client:
             client.taskapi.notes.insert_one({"_id": "kept", "text": "survives a restart"})
