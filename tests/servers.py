@@ -107,6 +107,26 @@ def gunicorn(env: dict[str, str], workers: int = 3, log_path: Path | None = None
         server.stop()
 
 
+@contextmanager
+def live_app(logs: Path, *, admin: tuple[str, str], workers: int = 2, **settings: str) -> Iterator[str]:
+    """A whole app for a tool to drive (schemathesis, newman): SecantusDB and two Redis on free
+    ports, migrated, an admin account, gunicorn; cheap argon2. Yields the base URL."""
+    mongo, state, cache = MongoServer(logs).start(), RedisServer(logs).start(), RedisServer(logs).start()
+    try:
+        devserver.apply_migrations(mongo.uri)
+        env = {"TASKAPI_ENV": "testing", "MONGODB_URI": mongo.uri, "REDIS_URL": state.url, "CACHE_REDIS_URL": cache.url,
+               "JWT_SECRET_KEY": "live-app-secret-" + "s" * 40,
+               "ARGON2_TIME_COST": "1", "ARGON2_MEMORY_KIB": "8192", "ARGON2_PARALLELISM": "1", **settings}
+        email, password = admin
+        subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "users", "create-admin", "--email", email,
+                        "--password", password], cwd=ROOT, env={**os.environ, **env}, check=True, capture_output=True)
+        with gunicorn(env, workers=workers, log_path=logs / "gunicorn.log") as base:
+            yield base
+    finally:
+        for server in (mongo, state, cache):
+            server.stop()
+
+
 NGINX_REWRITES = {  # what the repo's nginx.conf says -> what a test needs
     "listen 80 default_server;": "listen 127.0.0.1:{port} default_server;",
     "server app:8000 resolve;": "server {upstream};",  # Debian's 1.22 has no `resolve`

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,25 +35,29 @@ def needs_servers(*names: str) -> Callable[[Callable[..., Any]], Callable[..., A
 
 
 def require_servers(*names: str) -> None:
-    from taskapi.errors import DEPENDENCY_ERRORS
-    from taskapi.extensions import get_db, get_redis
+    from taskapi.services.health import unreachable
 
     config = current_app.config
-    servers = {"mongodb": ("MongoDB", config["MONGODB_URI"], lambda: get_db().command("ping"), "MONGODB_URI"),
-               "redis": ("Redis", config["REDIS_URL"], lambda: get_redis().ping(), "REDIS_URL")}
-    down = []
-    for name in names:
-        label, url, ping, setting = servers[name]
-        try:
-            ping()
-        except DEPENDENCY_ERRORS:
-            down.append((label, url, setting))
+    servers = {"mongodb": ("MongoDB", config["MONGODB_URI"], "MONGODB_URI"),
+               "redis": ("Redis", config["REDIS_URL"], "REDIS_URL")}
+    with _quiet("taskapi.health"):  # the one line below says it all
+        down = [servers[name] for name in unreachable(*names)]
     if down:
         where = ", ".join(f"{label} at {without_credentials(url)}" for label, url, _ in down)
         settings = " / ".join(setting for _, _, setting in down)
         click.echo(f"error: cannot reach {where}: start `make run` (it starts the embedded servers) "
                    f"or set {settings} (EMBEDDED_*_PORT for other embedded ports)", err=True)
         raise SystemExit(1)
+
+
+@contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    log = logging.getLogger(logger)
+    saved, log.disabled = log.disabled, True
+    try:
+        yield
+    finally:
+        log.disabled = saved
 
 
 def without_credentials(url: str) -> str:

@@ -26,12 +26,8 @@ import pymongo
 import redis
 
 from config import (
-    EMBEDDED_CACHE_REDIS_PORT,
-    EMBEDDED_MONGODB_PORT,
-    EMBEDDED_REDIS_PORT,
     ROOT,
     ConfigError,
-    env_int,
     get_config,
     var_dir,
 )
@@ -198,24 +194,23 @@ def run() -> int:
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     try:
-        # Each server `make run` starts unless its setting names one: (setting, port setting,
-        # default port, name, log file, what the start line adds, start(port, log), url(port), ping(url)).
+        # Each server `make run` starts unless its setting names one: (setting, port setting (read
+        # by config.py, as every command reads it), name, log file, the start line's tail,
+        # start(port, log), url(port), ping(url)).
         embedded = (
-            ("MONGODB_URI", "EMBEDDED_MONGODB_PORT", EMBEDDED_MONGODB_PORT, "SecantusDB", "secantusdb.log",
-             f"data in {data / 'db'}", lambda port, log: start_secantus(port, str(data / "db"), log),
-             mongo_uri, ping_mongo),
-            ("REDIS_URL", "EMBEDDED_REDIS_PORT", EMBEDDED_REDIS_PORT, "Redis", "redis.log",
-             f"append-only file in {data / 'redis'}", lambda port, log: start_redis(port, data / "redis", log),
-             redis_uri, ping_redis),
-            ("CACHE_REDIS_URL", "EMBEDDED_CACHE_REDIS_PORT", EMBEDDED_CACHE_REDIS_PORT, "cache Redis", "redis-cache.log",
-             f"(maxmemory {CACHE_MAXMEMORY}, allkeys-lru)",
+            ("MONGODB_URI", "EMBEDDED_MONGODB_PORT", "SecantusDB", "secantusdb.log", f", data in {data / 'db'}",
+             lambda port, log: start_secantus(port, str(data / "db"), log), mongo_uri, ping_mongo),
+            ("REDIS_URL", "EMBEDDED_REDIS_PORT", "Redis", "redis.log", f", append-only file in {data / 'redis'}",
+             lambda port, log: start_redis(port, data / "redis", log), redis_uri, ping_redis),
+            ("CACHE_REDIS_URL", "EMBEDDED_CACHE_REDIS_PORT", "cache Redis", "redis-cache.log",
+             f" (maxmemory {CACHE_MAXMEMORY}, allkeys-lru)",
              lambda port, log: start_redis(port, None, log, maxmemory=CACHE_MAXMEMORY, policy="allkeys-lru"),
              redis_uri, ping_redis),
         )
-        for setting, port_setting, default_port, what, log_name, detail, start, uri, ping in embedded:
+        for setting, port_setting, what, log_name, detail, start, uri, ping in embedded:
             if env.get(setting):
                 continue  # configured: use that server
-            port = env_int(port_setting, default_port, minimum=1)
+            port = getattr(config, port_setting)
             require_free_port(port, f"the embedded {what}",
                               f"stop the other server, set {port_setting} to a free port, or set {setting}")
             log_path = data / "log" / log_name
@@ -223,7 +218,7 @@ def run() -> int:
             started.append((what, process))
             env[setting] = uri(port)
             wait_until(lambda url=env[setting], ping=ping: ping(url), process, what, log_path)
-            print(f"taskapi: {what} on 127.0.0.1:{port}{' ' if detail.startswith('(') else ', '}{detail}", flush=True)
+            print(f"taskapi: {what} on 127.0.0.1:{port}{detail}", flush=True)
 
         require_free_port(config.PORT, "gunicorn", "set PORT to another port")
         applied = apply_migrations(env["MONGODB_URI"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from taskapi.errors import DEPENDENCY_ERRORS
 from taskapi.extensions import get_db, get_redis
@@ -10,15 +11,30 @@ from taskapi.extensions import get_db, get_redis
 log = logging.getLogger("taskapi.health")
 
 
-def readiness() -> dict[str, str]:
-    """Map each dependency to "ok" or "unavailable"."""
-    checks = {}
-    for name, ping in (("mongodb", lambda: get_db().command("ping")), ("redis", lambda: get_redis().ping())):
+def _ping_mongodb() -> None:
+    get_db().command("ping")
+
+
+def _ping_redis() -> None:
+    get_redis().ping()
+
+
+PINGS: dict[str, Callable[[], None]] = {"mongodb": _ping_mongodb, "redis": _ping_redis}
+
+
+def unreachable(*names: str) -> list[str]:
+    """Which of these dependencies ("mongodb", "redis") do not answer a ping."""
+    down = []
+    for name in names:
         try:
-            ping()
+            PINGS[name]()
         except DEPENDENCY_ERRORS as exc:
             log.warning("readiness: %s unavailable (%s)", name, exc.__class__.__name__)
-            checks[name] = "unavailable"
-        else:
-            checks[name] = "ok"
-    return checks
+            down.append(name)
+    return down
+
+
+def readiness() -> dict[str, str]:
+    """Map each dependency to "ok" or "unavailable"."""
+    down = unreachable(*PINGS)
+    return {name: "unavailable" if name in down else "ok" for name in PINGS}

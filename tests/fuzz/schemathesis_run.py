@@ -18,8 +18,7 @@ from pathlib import Path
 
 import requests
 
-from taskapi.runtime import devserver
-from tests.servers import MongoServer, RedisServer, gunicorn
+from tests.servers import live_app
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,34 +28,21 @@ REVOKING = r"/api/v1/auth/(logout|logout-all|password)$"
 
 def main() -> int:
     logs = Path(tempfile.mkdtemp(prefix="taskapi-fuzz-"))
-    mongo, cache = MongoServer(logs).start(), RedisServer(logs).start()
-    try:
-        devserver.apply_migrations(mongo.uri)
-        env = {"TASKAPI_ENV": "testing", "MONGODB_URI": mongo.uri, "REDIS_URL": cache.url,
-               "JWT_SECRET_KEY": "fuzz-secret-" + "f" * 40, "RATELIMIT_ENABLED": "false",
-               "ARGON2_TIME_COST": "1", "ARGON2_MEMORY_KIB": "8192", "ARGON2_PARALLELISM": "1"}
-        full_env = {**os.environ, **env}
-        subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "users", "create-admin",
-                        "--email", "fuzz@example.com", "--password", PASSWORD],
-                       cwd=ROOT, env=full_env, check=True, capture_output=True)
-        with gunicorn(env, workers=2, log_path=logs / "gunicorn.log") as base:
-            def token() -> str:
-                return requests.post(base + "/api/v1/auth/login", json={"email": "fuzz@example.com",
-                                                                       "password": PASSWORD}, timeout=10).json()["access_token"]
+    with live_app(logs, admin=("fuzz@example.com", PASSWORD), RATELIMIT_ENABLED="false") as base:
+        def token() -> str:
+            return requests.post(base + "/api/v1/auth/login", json={"email": "fuzz@example.com",
+                                                                   "password": PASSWORD}, timeout=10).json()["access_token"]
 
-            examples = os.environ.get("FUZZ_EXAMPLES", "25")
-            common = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(Path(__file__).with_name(
-                "schemathesis.toml")), "run", f"{base}/openapi.json", "--checks", "all",
-                      "--max-examples", examples, "--workers", "1", "--no-color", "--seed", os.environ.get("FUZZ_SEED", "1")]
-            first = subprocess.run(common + ["-H", f"Authorization: Bearer {token()}",
-                                             "--exclude-path-regex", REVOKING], cwd=ROOT)
-            second = subprocess.run(common + ["-H", f"Authorization: Bearer {token()}",
-                                              "--include-path-regex", REVOKING], cwd=ROOT)
-            print(f"schemathesis logs and server output: {logs}")
-            return first.returncode or second.returncode
-    finally:
-        mongo.stop()
-        cache.stop()
+        examples = os.environ.get("FUZZ_EXAMPLES", "25")
+        common = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(Path(__file__).with_name(
+            "schemathesis.toml")), "run", f"{base}/openapi.json", "--checks", "all",
+                  "--max-examples", examples, "--workers", "1", "--no-color", "--seed", os.environ.get("FUZZ_SEED", "1")]
+        first = subprocess.run(common + ["-H", f"Authorization: Bearer {token()}",
+                                         "--exclude-path-regex", REVOKING], cwd=ROOT)
+        second = subprocess.run(common + ["-H", f"Authorization: Bearer {token()}",
+                                          "--include-path-regex", REVOKING], cwd=ROOT)
+        print(f"schemathesis logs and server output: {logs}")
+        return first.returncode or second.returncode
 
 
 if __name__ == "__main__":
