@@ -8,6 +8,7 @@ its environment (tests, the dev runner) gets what it asked for. Production fails
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import time
 from pathlib import Path
@@ -54,6 +55,29 @@ def env_bool(name: str, default: bool) -> bool:
 
 def env_list(name: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+
+
+DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """`500ms`, `5s`, `5m`, `2h`, `5d` (or bare seconds) in seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*", text)
+    if not match:
+        raise ValueError(text)
+    return float(match.group(1)) * DURATION_UNITS[match.group(2) or "s"]
+
+
+def env_durations(name: str, default: str) -> list[float]:
+    """A comma-separated list of durations (`5s,5m,2h`), in seconds."""
+    raw = os.environ.get(name, "").strip() or default
+    try:
+        values = [parse_duration(item) for item in raw.split(",")]
+    except ValueError:
+        raise ConfigError(f"{name} must be durations like 5s,5m,2h,1d separated by commas, got {raw!r}") from None
+    if not values or any(value <= 0 for value in values):
+        raise ConfigError(f"{name} must be positive durations, got {raw!r}")
+    return values
 
 
 def var_dir() -> Path:
@@ -134,6 +158,32 @@ class Config:
         # Redirect plain HTTP to HTTPS (behind a TLS-terminating proxy, with TRUSTED_PROXY_COUNT set).
         self.FORCE_HTTPS = env_bool("FORCE_HTTPS", False)
 
+        # --- notifications (reminders, webhooks, mail): the worker, `flask --app wsgi worker` ---
+        # The message broker: amqp://... (RabbitMQ) in production; unset, the main Redis (REDIS_URL).
+        self.BROKER_URL = env_str("BROKER_URL") or self.REDIS_URL
+        # Queue names carry a version, so a deploy that changes a message's shape uses new queues.
+        self.BROKER_QUEUE_PREFIX = env_str("BROKER_QUEUE_PREFIX", "taskapi.v1")
+        self.WORKER_CONCURRENCY = env_int("WORKER_CONCURRENCY", 8, minimum=1)  # deliveries in flight per worker
+        # How often an idle worker looks for events to relay and deliveries, reminders and mail due.
+        self.WORKER_POLL_MS = env_int("WORKER_POLL_MS", 200, minimum=10)
+        self.REMINDER_MAX_DELAY_SECONDS = env_int("REMINDER_MAX_DELAY_SECONDS", 60, minimum=1)
+        self.WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1)
+        self.WEBHOOK_RETRY_SCHEDULE = env_durations("WEBHOOK_RETRY_SCHEDULE", "5s,5m,30m,2h,5h,10h,10h")
+        self.WEBHOOK_DISABLE_AFTER_SECONDS = env_durations("WEBHOOK_DISABLE_AFTER", "5d")[0]
+        self.WEBHOOK_ALLOW_HTTP = env_bool("WEBHOOK_ALLOW_HTTP", False)
+        self.WEBHOOK_ALLOW_NETWORKS = env_list("WEBHOOK_ALLOW_NETWORKS")
+        self.WEBHOOK_MAX_PER_USER = env_int("WEBHOOK_MAX_PER_USER", 20, minimum=1)
+        # One endpoint (and one user) may hold only this many deliveries in flight at once, so a
+        # slow receiver waits on itself and never on other users' deliveries.
+        self.WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT = env_int("WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", 2, minimum=1)
+        self.WEBHOOK_MAX_IN_FLIGHT_PER_USER = env_int("WEBHOOK_MAX_IN_FLIGHT_PER_USER", 4, minimum=1)
+        self.WEBHOOK_CA_FILE = env_str("WEBHOOK_CA_FILE") or None  # extra CA bundle for receivers' TLS
+        # How long events and the delivery log are kept (a TTL index removes older ones).
+        self.NOTIFICATION_RETENTION_DAYS = env_int("NOTIFICATION_RETENTION_DAYS", 30, minimum=1)
+        self.SMTP_URL = env_str("SMTP_URL")  # smtp://, smtps:// or smtp+starttls://[user:pass@]host:port
+        self.MAIL_FROM = env_str("MAIL_FROM", "taskapi <no-reply@localhost>")
+        self.SMTP_TIMEOUT_SECONDS = env_int("SMTP_TIMEOUT_SECONDS", 10, minimum=1)
+
         self.HOST = env_str("HOST", "127.0.0.1")
         self.PORT = env_int("PORT", 8000, minimum=1)
         self.WORKERS = env_int("WORKERS", default_workers(), minimum=1)
@@ -190,6 +240,13 @@ class Config:
                 ipaddress.ip_network(network, strict=False)
             except ValueError:
                 raise ConfigError(f"METRICS_ALLOW_NETWORKS has an invalid network: {network!r}") from None
+        for network in self.WEBHOOK_ALLOW_NETWORKS:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ConfigError(f"WEBHOOK_ALLOW_NETWORKS has an invalid network: {network!r}") from None
+        if self.SMTP_URL and not re.match(r"^(smtp|smtps|smtp\+starttls)://", self.SMTP_URL):
+            raise ConfigError("SMTP_URL must start with smtp://, smtps:// or smtp+starttls://")
         if self.JWT_ALGORITHM not in {"HS256", "HS384", "HS512"}:
             raise ConfigError(f"JWT_ALGORITHM must be HS256, HS384 or HS512, got {self.JWT_ALGORITHM!r}")
         if len(self.JWT_SECRET_KEY.encode()) < MIN_SECRET_BYTES:

@@ -11,7 +11,7 @@ import pymongo
 from flask import Flask
 
 from config import Config, get_config
-from taskapi.api import auth, ops, stats, tasks, users
+from taskapi.api import auth, ops, stats, tasks, users, webhooks
 from taskapi.cli import register_commands
 from taskapi.extensions import init_mongo, init_redis
 from taskapi.http import body, headers, logs
@@ -86,4 +86,5 @@ def mount_routes(app: Flask) -> None:
     api.register_blueprint(tasks.blp, url_prefix="/api/v1/tasks")
     api.register_blueprint(stats.blp, url_prefix="/api/v1/stats")
     api.register_blueprint(users.blp, url_prefix="/api/v1/users")
+    api.register_blueprint(webhooks.blp, url_prefix="/api/v1/webhooks")
     mount_metrics(app)

@@ -60,7 +60,11 @@ def app_env(servers):
     """Environment for apps under test, in this process and in gunicorn children."""
     # Cheap argon2 keeps the suite fast; tests about hashing cost build apps with real parameters.
     env = {"TASKAPI_ENV": "testing", "JWT_SECRET_KEY": "test-secret-" + "k" * 40,
-           "ARGON2_TIME_COST": "1", "ARGON2_MEMORY_KIB": "8192", "ARGON2_PARALLELISM": "1", **servers}
+           "ARGON2_TIME_COST": "1", "ARGON2_MEMORY_KIB": "8192", "ARGON2_PARALLELISM": "1",
+           # Webhook receivers in tests listen on loopback over plain HTTP; schedules are short.
+           "WEBHOOK_ALLOW_HTTP": "true", "WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",
+           "WEBHOOK_RETRY_SCHEDULE": "1s,1s,1s", "WEBHOOK_TIMEOUT_SECONDS": "2", "WEBHOOK_DISABLE_AFTER": "10s",
+           "REMINDER_MAX_DELAY_SECONDS": "2", "WORKER_POLL_MS": "100", **servers}
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
     yield env

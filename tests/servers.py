@@ -210,3 +210,52 @@ def wait_gone(pids: set[int], timeout: float = 20) -> set[int]:
             return set()
         time.sleep(0.1)
     return {pid for pid in pids if alive(pid)}
+
+
+class WorkerProcess:
+    """`flask --app wsgi worker` as its own process (the notification service), with `env` on top
+    of this process's environment; kill() is a kill -9, stop() a SIGTERM and a wait."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, concurrency: int = 4) -> None:
+        self.env = {**os.environ, **env}
+        self.log_path = log_path
+        self.concurrency = concurrency
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> WorkerProcess:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "flask", "--app", "wsgi", "worker", "--concurrency", str(self.concurrency)],
+                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while "worker ready" not in self.log_path.read_text(errors="replace"):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("worker did not start:\n" + self.log_path.read_text(errors="replace")[-3000:])
+            time.sleep(0.1)
+        return self
+
+    def kill(self) -> None:
+        if self.process:
+            os.killpg(self.process.pid, 9)
+            self.process.wait(10)
+
+    def stop(self, timeout: float = 30) -> int | None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                return self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.process.returncode if self.process else None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextmanager
+def worker(env: dict[str, str], log_path: Path, concurrency: int = 4) -> Iterator[WorkerProcess]:
+    process = WorkerProcess(env, log_path, concurrency).start()
+    try:
+        yield process
+    finally:
+        process.stop()

@@ -1,4 +1,4 @@
-"""Flask CLI: `db upgrade|status`, `users create-admin`, `seed`, `openapi export|postman`."""
+"""Flask CLI: `db upgrade|status`, `users create-admin|delete`, `seed`, `openapi export|postman`, `worker`."""
 
 from __future__ import annotations
 
@@ -211,8 +211,24 @@ def _write(output: str, document: dict) -> None:
     click.echo(f"wrote {path}")
 
 
+@click.command("worker")
+@click.option("--concurrency", type=click.IntRange(1, 256), default=None,
+              help="Deliveries in flight at once (default WORKER_CONCURRENCY, 8).")
+@click.option("--loglevel", default="INFO", show_default=True, help="Celery's log level.")
+@with_appcontext
+@needs_servers("mongodb", "redis")
+def worker_command(concurrency: int | None, loglevel: str) -> None:
+    """Run the notification service in the foreground: relay events, deliver webhooks, fire
+    reminders, send mail (SIGTERM: finish what is in flight, then exit). Run as many as needed."""
+    from taskapi.worker import run_worker
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    run_worker(app, concurrency=concurrency or app.config["WORKER_CONCURRENCY"], loglevel=loglevel)
+
+
 def register_commands(app: Flask) -> None:
     app.cli.add_command(db_cli)
     app.cli.add_command(users_cli)
     app.cli.add_command(seed_command)
     app.cli.add_command(openapi_cli)
+    app.cli.add_command(worker_command)

@@ -17,8 +17,11 @@ from pymongo.database import Database
 
 from config import ROOT
 from taskapi.models import create_declared_indexes, server_engine
+from taskapi.models.event import Event
+from taskapi.models.mail import Mail
 from taskapi.models.task import Task, indexes_for
 from taskapi.models.user import User
+from taskapi.models.webhook import Delivery, Webhook
 from taskapi.services.locks import LeaseBusy, lease
 
 MIGRATIONS_DIR = ROOT / "migrations"
@@ -77,7 +80,11 @@ def ensure_declared_indexes(db: Database) -> list[str]:
     """Create the declared indexes that fit this server and are missing; returns their names."""
     task_names = {spec["name"] for spec in indexes_for(server_engine(db.client))}
     return (create_declared_indexes(db.users, User)
-            + create_declared_indexes(db.tasks, Task, only=task_names))
+            + create_declared_indexes(db.tasks, Task, only=task_names)
+            + create_declared_indexes(db.events, Event)
+            + create_declared_indexes(db.webhooks, Webhook)
+            + create_declared_indexes(db.deliveries, Delivery)
+            + create_declared_indexes(db.mails, Mail))
 
 
 def _apply_pending(db: Database, migrations: list[Migration]) -> list[str]:

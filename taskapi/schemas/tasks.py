@@ -19,7 +19,7 @@ SEARCH_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 # sentinel dates the due sort keys use for "no due date" (years 1 and 9999).
 EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(3000, 1, 1, tzinfo=UTC)
 INSTANT_PATTERN = r"^(19[7-9][0-9]|2[0-9]{3})-"
-READ_ONLY = ("id", "owner", "version", "created_at", "updated_at", "completed_at")
+READ_ONLY = ("id", "owner", "version", "created_at", "updated_at", "completed_at", "reminded_at")
 SORTS = ("created_at", "-created_at", "updated_at", "-updated_at", "due_at", "-due_at", "priority", "-priority")
 
 
@@ -89,6 +89,13 @@ class TaskInputSchema(Schema):
     priority = fields.String(load_default="medium", validate=validate.OneOf(PRIORITIES))
     due_at = InstantField(load_default=None, allow_none=True, metadata={"example": "2026-12-01T17:00:00Z"})
     tags = TagList(load_default=list, metadata={"example": ["home", "errands"]})
+    remind_at = InstantField(
+        load_default=None, allow_none=True,
+        metadata={"example": "2026-12-01T16:30:00Z",
+                  "description": "When to remind the owner (a `task.reminder` webhook event and an email), or null. "
+                                 "Fires once, within REMINDER_MAX_DELAY_SECONDS (default 60) of this time, unless "
+                                 "the task is done; a time already past fires promptly. Changing it arms the "
+                                 "reminder again; PUT without it clears it."})
 
     @pre_load
     def refuse_server_fields(self, data, **kwargs):
@@ -118,6 +125,9 @@ class TaskSchema(Schema):
     due_at = Timestamp(dump_only=True, allow_none=True)
     tags = fields.List(fields.String(), dump_only=True)
     completed_at = Timestamp(dump_only=True, allow_none=True)
+    remind_at = Timestamp(dump_only=True, allow_none=True)
+    reminded_at = Timestamp(dump_only=True, allow_none=True, metadata={
+        "description": "When the reminder for the current remind_at fired, else null."})
     created_at = Timestamp(dump_only=True)
     updated_at = Timestamp(dump_only=True)
     version = fields.Integer(dump_only=True, metadata={"example": 1})

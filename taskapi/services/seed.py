@@ -49,6 +49,7 @@ def task_documents(owner: str, count: int, *, now: datetime, rng: random.Random)
             "description": "" if rng.random() < 0.6 else "Seeded demo task.",
             "status": status, "priority": priority, "due_at": due,
             "tags": rng.sample(TAGS, rng.choice((0, 1, 1, 2, 3))),
+            "remind_at": None,  # seeded tasks never send reminders
         }
         # completed_at is made up too: derived_fields keeps a "previous" one for a done task.
         values = derived_fields(writable, previous_status=DONE, previous_completed=completed, now=now)

@@ -10,6 +10,7 @@ from typing import Any
 
 from bson import ObjectId
 from flask import current_app
+from pymongo.client_session import ClientSession
 from werkzeug.datastructures import ETags
 
 from taskapi.clock import utcnow
@@ -29,7 +30,7 @@ from taskapi.models.task import (
     index_name,
     tasks,
 )
-from taskapi.services import cache, idempotency
+from taskapi.services import cache, events, idempotency
 from taskapi.services.paging import decode_cursor, encode_cursor, fingerprint
 
 CURSOR_SCOPE = "tasks"
@@ -74,10 +75,16 @@ def new_document(*, owner: str, data: dict[str, Any], now: datetime) -> dict[str
 
 def create_task(*, owner: str, data: dict[str, Any]) -> dict[str, Any]:
     """A new task, within the owner's quota (TASKS_MAX_PER_USER; 409 beyond it)."""
-    document = new_document(owner=owner, data=data, now=utcnow())
+    now = utcnow()
+    document = new_document(owner=owner, data=data, now=now)
     reserve_slots(owner, 1)
+
+    def write(session: ClientSession) -> None:
+        tasks().insert_one(document, session=session)
+        events.store(events.task_write_events(before=None, after=document, now=now), session)
+
     try:
-        tasks().insert_one(document)
+        events.in_transaction(write)
     except Exception:
         release_slots(owner, 1)
         raise
@@ -181,21 +188,29 @@ def update_task(*, owner: str, task_id: str, changes: dict[str, Any], replace: b
         current = get_task(owner=owner, task_id=task_id)
         if precondition is not None:
             precondition.check(current["version"])
-        target = {**DEFAULTS, **changes} if replace else {**{f: current[f] for f in WRITABLE}, **changes}
-        if all(_same(current[f], target[f]) for f in WRITABLE):
+        target = {**DEFAULTS, **changes} if replace else {**{f: current.get(f) for f in WRITABLE}, **changes}
+        if all(_same(current.get(f), target[f]) for f in WRITABLE):
             return current  # nothing changes: no write, no new version
         now = utcnow()
         values = derived_fields({f: target[f] for f in WRITABLE}, previous_status=current["status"],
-                          previous_completed=current["completed_at"], now=now)
+                                previous_completed=current["completed_at"], now=now,
+                                previous_remind_at=current.get("remind_at"),
+                                previous_reminded_at=current.get("reminded_at"))
         changed = {name: value for name, value in values.items() if not _same(current.get(name), value)}
         changed["updated_at"] = now
-        written = collection.update_one(_version_filter(oid, owner, current["version"]),
-                                        {"$set": changed, "$inc": {"version": 1}})
-        if written.matched_count:
-            current.update(changed)
-            current["version"] += 1
+        updated = {**current, **changed, "version": current["version"] + 1}
+
+        def write(session: ClientSession, version: int = current["version"], after: dict[str, Any] = updated,
+                  before: dict[str, Any] = current, at: datetime = now, fields: dict[str, Any] = changed) -> int:
+            written = collection.update_one(_version_filter(oid, owner, version),
+                                            {"$set": fields, "$inc": {"version": 1}}, session=session)
+            if written.matched_count:
+                events.store(events.task_write_events(before=before, after=after, now=at), session)
+            return written.matched_count
+
+        if events.in_transaction(write):
             cache.bump(owner)
-            return current
+            return updated
         if precondition is not None:
             raise PreconditionFailed()
     raise ServiceUnavailable("The task is being changed by many requests at once; retry shortly.")
@@ -222,7 +237,16 @@ def delete_task(*, owner: str, task_id: str, precondition: Precondition | None =
         current = get_task(owner=owner, task_id=task_id)
         precondition.check(current["version"])
         query["version"] = current["version"]
-    if collection.delete_one(query).deleted_count == 0:
+    now = utcnow()
+
+    def write(session: ClientSession) -> int:
+        deleted = collection.delete_one(query, session=session).deleted_count
+        if deleted:
+            gone = {"_id": query["_id"], "owner": query["owner"]}
+            events.store(events.task_write_events(before=gone, after=None, now=now), session)
+        return deleted
+
+    if events.in_transaction(write) == 0:
         get_task(owner=owner, task_id=task_id)  # gone: 404
         raise PreconditionFailed()  # still there: it changed under the If-Match
     release_slots(owner, 1)

@@ -48,6 +48,7 @@ def test_create_returns_task_location_and_etag(client, headers):
     assert response.status_code == 201
     task = response.get_json()
     assert set(task) == {"id", "title", "description", "status", "priority", "due_at", "tags", "completed_at",
+                         "remind_at", "reminded_at",
                          "created_at", "updated_at", "version"}
     assert task["title"] == "Buy milk" and task["tags"] == ["home", "errands"]
     assert task["due_at"] == "2026-12-01T08:00:00Z"

@@ -55,7 +55,7 @@ def stages(plan: dict):
 
 
 def test_declared_indexes_are_the_ones_the_migrations_create(app, tmp_path):
-    """Migration 0002 writes out the model's eleven; on SecantusDB, 0003 keeps only its one."""
+    """Migrations 0002 and 0004 write out the model's twelve; on SecantusDB, 0003 keeps six."""
     import shutil
 
     from taskapi.cli import migrate
@@ -63,12 +63,12 @@ def test_declared_indexes_are_the_ones_the_migrations_create(app, tmp_path):
 
     scratch = get_db().client["taskapi_index_check"]
     try:
-        for name in ("0001_users.py", "0002_tasks.py"):
+        for name in ("0001_users.py", "0002_tasks.py", "0004_notifications.py"):
             shutil.copy(migrate.MIGRATIONS_DIR / name, tmp_path / name)
         migrate.upgrade(scratch, tmp_path)
         existing = {spec["name"]: list(spec["key"].items()) for spec in scratch.tasks.list_indexes()}
         declared = {spec["name"]: spec["fields"] for spec in Task._meta["index_specs"]}
-        assert set(existing) - {"_id_"} == set(declared) and len(declared) == 11
+        assert set(existing) - {"_id_"} == set(declared) and len(declared) == 12
         for name, fields in declared.items():
             assert [(k, int(d)) for k, d in existing[name]] == fields
     finally:

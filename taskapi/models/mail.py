@@ -1,0 +1,46 @@
+"""Outgoing mail, an outbox like events: a row is written with the change that causes it (a
+reminder firing, a password reset) and sent by the notification worker, never in a request.
+
+  {_id, to, subject, text, kind, created_at, attempts, status: pending | sent | failed, error,
+   due_at (present only while pending), lease_until, queued_until, sent_at}
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from mongoengine import DateTimeField, Document, IntField, StringField
+from pymongo.collection import Collection
+
+MAIL_PENDING, MAIL_SENT, MAIL_FAILED = "pending", "sent", "failed"
+
+
+class Mail(Document):
+    to = StringField(required=True)
+    subject = StringField(required=True)
+    text = StringField(required=True)
+    kind = StringField(required=True)  # "reminder", "password_reset"
+    created_at = DateTimeField(required=True)
+    attempts = IntField(default=0)
+    status = StringField(required=True, choices=(MAIL_PENDING, MAIL_SENT, MAIL_FAILED))
+    error = StringField(null=True)
+    due_at = DateTimeField(null=True)
+    lease_until = DateTimeField(null=True)
+    queued_until = DateTimeField(null=True)
+    sent_at = DateTimeField(null=True)
+
+    meta = {
+        "collection": "mails",
+        # Created by migrations/0004_notifications.py; a test checks the two agree.
+        "indexes": [
+            {"fields": ["due_at"], "name": "mails_due_at", "sparse": True},
+            {"fields": ["created_at"], "name": "mails_retention", "expireAfterSeconds": 30 * 86400},
+        ],
+        "auto_create_index": False,
+        "auto_create_index_on_save": False,
+    }
+
+
+def mails() -> Collection[dict[str, Any]]:
+    """The mails collection (pymongo, plain documents)."""
+    return cast("Collection[dict[str, Any]]", Mail._get_collection())

@@ -1,0 +1,93 @@
+"""Webhook endpoints and their delivery log.
+
+A webhook:  {_id, owner, url, events, description, active, disabled_reason,
+             secrets: [{"value": "whsec_...", "expires_at": None | when a rotated-out secret stops signing}],
+             failing_since (first failure of the current run of failures, else None), created_at, updated_at}
+
+A delivery is one attempt to send one event to one webhook: the log shows every attempt.
+  {_id, owner, webhook, event, event_type, event_created_at, attempt (1, 2, ...), manual (a redelivery),
+   status: pending | succeeded | failed, response_status, duration_ms, error,
+   created_at, next_attempt_at (pending: when it runs; failed: when the retry runs, None when final),
+   due_at (present only while pending: the worker's queue index), lease_until (a worker holds it until then),
+   queued_until (published to the broker; not published again before then)}
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from mongoengine import (
+    BooleanField,
+    DateTimeField,
+    Document,
+    IntField,
+    ListField,
+    ObjectIdField,
+    StringField,
+)
+from pymongo.collection import Collection
+
+PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
+
+
+class Webhook(Document):
+    owner = ObjectIdField(required=True)
+    url = StringField(required=True, max_length=2048)
+    events = ListField(StringField(), required=True)
+    description = StringField(default="", max_length=500)
+    active = BooleanField(required=True, default=True)
+    disabled_reason = StringField(null=True)
+    secrets = ListField(required=True)
+    failing_since = DateTimeField(null=True)
+    created_at = DateTimeField(required=True)
+    updated_at = DateTimeField(required=True)
+
+    meta = {
+        "collection": "webhooks",
+        # Created by migrations/0004_notifications.py; a test checks the two agree.
+        "indexes": [{"fields": ["owner", "_id"], "name": "webhooks_owner"}],
+        "auto_create_index": False,
+        "auto_create_index_on_save": False,
+    }
+
+
+class Delivery(Document):
+    owner = ObjectIdField(required=True)
+    webhook = ObjectIdField(required=True)
+    event = ObjectIdField(required=True)
+    event_type = StringField(required=True)
+    event_created_at = DateTimeField(required=True)
+    attempt = IntField(required=True, min_value=1)
+    manual = BooleanField(default=False)
+    status = StringField(required=True, choices=(PENDING, SUCCEEDED, FAILED))
+    response_status = IntField(null=True)
+    duration_ms = IntField(null=True)
+    error = StringField(null=True)
+    created_at = DateTimeField(required=True)
+    next_attempt_at = DateTimeField(null=True)
+    due_at = DateTimeField(null=True)
+    lease_until = DateTimeField(null=True)
+    queued_until = DateTimeField(null=True)
+
+    meta = {
+        "collection": "deliveries",
+        # Created by migrations/0004_notifications.py; a test checks the two agree.
+        "indexes": [
+            {"fields": ["owner", "webhook", "_id"], "name": "deliveries_log"},  # a webhook's log, newest first
+            {"fields": ["event", "webhook", "attempt"], "name": "deliveries_attempt", "unique": True},
+            {"fields": ["due_at"], "name": "deliveries_due_at", "sparse": True},  # pending attempts
+            {"fields": ["created_at"], "name": "deliveries_retention", "expireAfterSeconds": 30 * 86400},
+        ],
+        "auto_create_index": False,
+        "auto_create_index_on_save": False,
+    }
+
+
+def webhooks() -> Collection[dict[str, Any]]:
+    """The webhooks collection (pymongo, plain documents)."""
+    return cast("Collection[dict[str, Any]]", Webhook._get_collection())
+
+
+def deliveries() -> Collection[dict[str, Any]]:
+    """The deliveries collection (pymongo, plain documents)."""
+    return cast("Collection[dict[str, Any]]", Delivery._get_collection())

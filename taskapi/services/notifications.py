@@ -1,0 +1,469 @@
+"""The notification service's work, without the broker: relaying events, fanning them out to
+webhooks, one delivery attempt, reminders, mail. The worker (taskapi/worker) calls these and
+publishes what they return; MongoDB holds every state and every retry time, so a message the
+broker loses, or a worker killed mid-attempt, only delays work: the sweeps find it again.
+
+Rows waiting for the worker (events, pending deliveries, mail) carry `due_at`; a worker that
+publishes one sets `queued_until` (not published again before then) and one that runs it sets
+`lease_until` (nobody else runs it before then). A lease outlives WEBHOOK_TIMEOUT_SECONDS by
+LEASE_MARGIN, so a row whose worker died is run again by another within the timeout + 60 s.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+from bson import ObjectId
+from flask import current_app
+from pymongo import ASCENDING
+from pymongo.client_session import ClientSession
+from pymongo.errors import DuplicateKeyError
+
+from taskapi.clock import utcnow
+from taskapi.extensions import PREFIX, get_redis, redis_script
+from taskapi.models.event import ALL_EVENTS, PING, events
+from taskapi.models.mail import MAIL_FAILED, MAIL_PENDING, MAIL_SENT, mails
+from taskapi.models.task import tasks
+from taskapi.models.user import users
+from taskapi.models.webhook import FAILED, PENDING, SUCCEEDED, deliveries, webhooks
+from taskapi.services import cache, outbound
+from taskapi.services import events as domain_events
+from taskapi.services import mail as smtp
+
+log = logging.getLogger("taskapi.worker")
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+LEASE_MARGIN = timedelta(seconds=15)
+QUEUE_GRACE = timedelta(seconds=30)  # a published row not started by then is published again
+DEFER = timedelta(seconds=1)  # an endpoint at its in-flight limit: try the attempt again this much later
+MAIL_MAX_ATTEMPTS = 6
+BATCH = 200
+
+Render = Callable[[dict[str, Any]], bytes]  # an event -> the JSON body receivers get
+
+
+def _seconds(value: float) -> timedelta:
+    return timedelta(seconds=value)
+
+
+def _lease() -> timedelta:
+    return _seconds(current_app.config["WEBHOOK_TIMEOUT_SECONDS"]) + LEASE_MARGIN
+
+
+def _grace() -> timedelta:
+    return _lease() + QUEUE_GRACE
+
+
+# --- relay: events -> broker --------------------------------------------------------------------
+
+def events_to_relay(limit: int = BATCH) -> list[ObjectId]:
+    """Events waiting to be relayed, oldest first; each is held for QUEUE_GRACE so that another
+    worker's relay does not publish it too (if ours dies before mark_relayed, it comes back)."""
+    now = utcnow()
+    found = [doc["_id"] for doc in events().find({"due_at": {"$lte": now}}, {"_id": 1})
+             .sort("due_at", ASCENDING).limit(limit)]
+    if found:
+        events().update_many({"_id": {"$in": found}, "due_at": {"$lte": now}}, {"$set": {"due_at": now + QUEUE_GRACE}})
+    return found
+
+
+def mark_relayed(event_ids: list[ObjectId]) -> None:
+    """The broker has these events: they no longer wait."""
+    if event_ids:
+        events().update_many({"_id": {"$in": event_ids}}, {"$unset": {"due_at": ""}})
+
+
+def release_events(event_ids: list[ObjectId]) -> None:
+    """Publishing failed (the broker is down): relay these again on the next pass."""
+    if event_ids:
+        events().update_many({"_id": {"$in": event_ids}}, {"$set": {"due_at": EPOCH}})
+
+
+def unqueue(kind: str, ids: list[ObjectId]) -> None:
+    """The broker refused these rows' messages ("deliveries" or "mails"): publish them again on the next sweep."""
+    if ids:
+        (deliveries() if kind == "deliveries" else mails()).update_many({"_id": {"$in": ids}},
+                                                                         {"$set": {"queued_until": EPOCH}})
+
+
+# --- fan-out: one event -> one pending delivery per subscribed webhook --------------------------
+
+def subscribers(event: dict[str, Any]) -> list[dict[str, Any]]:
+    """The webhooks an event goes to: the one it names (a ping), or the owner's active webhooks
+    that subscribe to its type or to everything."""
+    if event.get("webhook") is not None:
+        hook = webhooks().find_one({"_id": event["webhook"], "owner": event["owner"]})
+        return [hook] if hook else []
+    return list(webhooks().find({"owner": event["owner"], "active": True,
+                                 "events": {"$in": [event["type"], ALL_EVENTS]}}))
+
+
+def new_delivery(*, event: dict[str, Any], webhook_id: ObjectId, attempt: int, due: datetime, now: datetime,
+                 manual: bool = False, queued_until: datetime = EPOCH) -> dict[str, Any]:
+    return {"_id": ObjectId(), "owner": event["owner"], "webhook": webhook_id, "event": event["_id"],
+            "event_type": event["type"], "event_created_at": event["created_at"], "attempt": attempt,
+            "manual": manual, "status": PENDING, "response_status": None, "duration_ms": None, "error": None,
+            "created_at": now, "next_attempt_at": due, "due_at": due, "lease_until": EPOCH,
+            "queued_until": queued_until}
+
+
+def fanout(event_id: ObjectId) -> list[ObjectId]:
+    """Create the first attempt of the event for each subscriber; returns the deliveries to
+    publish. Idempotent: a second fan-out of the same event (at-least-once relay) finds the
+    attempts there (unique event, webhook, attempt) and publishes none of them again."""
+    event = events().find_one({"_id": event_id})
+    if event is None:
+        return []
+    now = utcnow()
+    created = []
+    for hook in subscribers(event):
+        row = new_delivery(event=event, webhook_id=hook["_id"], attempt=1, due=now, now=now,
+                           queued_until=now + _grace())
+        try:
+            deliveries().insert_one(row)
+        except DuplicateKeyError:
+            continue
+        created.append(row["_id"])
+    log.info("event %s (%s) fanned out to %d webhook(s)", event_id, event["type"], len(created))
+    return created
+
+
+# --- the sweep: pending attempts whose time has come and that nobody is running ---------------
+
+def deliveries_to_publish(limit: int = 1000) -> list[ObjectId]:
+    """Pending attempts that are due, not queued and not held, skipping endpoints (and users)
+    already at their in-flight limit (their attempts wait here, not in the broker)."""
+    now = utcnow()
+    rows = list(deliveries().find({"due_at": {"$lte": now}},
+                                  {"_id": 1, "webhook": 1, "owner": 1, "queued_until": 1, "lease_until": 1})
+                .sort("due_at", ASCENDING).limit(limit))
+    rows = [row for row in rows if row["queued_until"] <= now and row["lease_until"] <= now]
+    if not rows:
+        return []
+    room = _room(rows, now)
+    chosen = []
+    for row in rows:
+        if room.get(("w", row["webhook"]), 0) > 0 and room.get(("u", row["owner"]), 0) > 0:
+            room[("w", row["webhook"])] -= 1
+            room[("u", row["owner"])] -= 1
+            chosen.append(row["_id"])
+    if chosen:
+        deliveries().update_many({"_id": {"$in": chosen}}, {"$set": {"queued_until": now + _grace()}})
+    return chosen
+
+
+def _room(rows: list[dict[str, Any]], now: datetime) -> dict[tuple[str, ObjectId], int]:
+    """How many more attempts each endpoint and each user may start now."""
+    config = current_app.config
+    keys = list(dict.fromkeys([("w", row["webhook"]) for row in rows] + [("u", row["owner"]) for row in rows]))
+    pipe = get_redis().pipeline(transaction=False)
+    for kind, ident in keys:
+        pipe.zcount(_in_flight_key(kind, ident), now.timestamp(), "+inf")
+    counts = pipe.execute()
+    limits = {"w": config["WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT"], "u": config["WEBHOOK_MAX_IN_FLIGHT_PER_USER"]}
+    return {key: limits[key[0]] - int(count) for key, count in zip(keys, counts, strict=True)}
+
+
+def _in_flight_key(kind: str, ident: ObjectId) -> str:
+    return f"{PREFIX}inflight:{'webhook' if kind == 'w' else 'user'}:{ident}"
+
+
+# KEYS: the endpoint's and the user's in-flight sets; ARGV: member, now, lease end (seconds), limits.
+ACQUIRE_SCRIPT = """
+for i = 1, 2 do redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', ARGV[2]) end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) or redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then
+  return 0
+end
+for i = 1, 2 do
+  redis.call('ZADD', KEYS[i], ARGV[3], ARGV[1])
+  redis.call('EXPIREAT', KEYS[i], math.ceil(tonumber(ARGV[3])) + 1)
+end
+return 1
+"""
+
+
+def _acquire(row: dict[str, Any], lease_end: datetime) -> bool:
+    config = current_app.config
+    keys = [_in_flight_key("w", row["webhook"]), _in_flight_key("u", row["owner"])]
+    args = [str(row["_id"]), time.time(), lease_end.timestamp(),
+            config["WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT"], config["WEBHOOK_MAX_IN_FLIGHT_PER_USER"]]
+    return bool(redis_script(ACQUIRE_SCRIPT)(keys=keys, args=args))
+
+
+def _release(row: dict[str, Any]) -> None:
+    pipe = get_redis().pipeline(transaction=False)
+    pipe.zrem(_in_flight_key("w", row["webhook"]), str(row["_id"]))
+    pipe.zrem(_in_flight_key("u", row["owner"]), str(row["_id"]))
+    pipe.execute()
+
+
+# --- one attempt ----------------------------------------------------------------------------------
+
+def sign(secret: str, event_id: str, timestamp: int, body: bytes) -> str:
+    """A Standard Webhooks signature: `v1,` + base64 HMAC-SHA256 of `id.timestamp.body`, keyed
+    with the base64-decoded part of the secret after `whsec_`."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    digest = hmac.new(key, f"{event_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def signing_secrets(webhook: dict[str, Any], now: datetime) -> list[str]:
+    """The secrets that sign now: the current one, and a rotated-out one for 24 h after rotation."""
+    return [s["value"] for s in webhook["secrets"] if s.get("expires_at") is None or aware(s["expires_at"]) > now]
+
+
+def aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def policy() -> outbound.Policy:
+    config = current_app.config
+    return outbound.Policy(allow_http=config["WEBHOOK_ALLOW_HTTP"],
+                           allow_networks=outbound.parse_networks(",".join(config["WEBHOOK_ALLOW_NETWORKS"])),
+                           connect_timeout=min(3.0, float(config["WEBHOOK_TIMEOUT_SECONDS"])),
+                           total_timeout=float(config["WEBHOOK_TIMEOUT_SECONDS"]),
+                           ca_file=config["WEBHOOK_CA_FILE"])
+
+
+def deliver(delivery_id: ObjectId, *, render: Render) -> str | None:
+    """Run one pending attempt, if it is due and nobody holds it: sign, POST, record the outcome
+    and schedule the next attempt. Returns the outcome (None when there was nothing to do)."""
+    now = utcnow()
+    lease_end = now + _lease()
+    claimed = deliveries().update_one({"_id": delivery_id, "due_at": {"$lte": now}, "lease_until": {"$lte": now}},
+                                      {"$set": {"lease_until": lease_end}})
+    if not claimed.modified_count:
+        return None
+    row = deliveries().find_one({"_id": delivery_id})
+    assert row is not None
+    hook = webhooks().find_one({"_id": row["webhook"], "owner": row["owner"]})
+    event = events().find_one({"_id": row["event"]})
+    if hook is None or event is None:
+        return _finish(row, outbound.Result(None, 0, "webhook deleted" if hook is None else "event expired"),
+                       retry=False)
+    if not hook["active"] and not row["manual"] and row["event_type"] != PING:
+        return _finish(row, outbound.Result(None, 0, "webhook disabled"), retry=False)
+    if not _acquire(row, lease_end):  # the endpoint or its user is at the in-flight limit: wait
+        deliveries().update_one({"_id": delivery_id}, {"$set": {"lease_until": EPOCH, "queued_until": EPOCH,
+                                                                "due_at": now + DEFER}})
+        return "deferred"
+    try:
+        body = render(event)
+        timestamp = int(time.time())
+        event_id = str(event["_id"])
+        signatures = " ".join(sign(secret, event_id, timestamp, body) for secret in signing_secrets(hook, now))
+        headers = {"webhook-id": event_id, "webhook-timestamp": str(timestamp), "webhook-signature": signatures,
+                   "Content-Type": "application/json"}
+        result = outbound.post(hook["url"], body, headers, policy())
+    finally:
+        _release(row)
+    return _finish(row, result, retry=not row["manual"], hook=hook)
+
+
+def _finish(row: dict[str, Any], result: outbound.Result, *, retry: bool,
+            hook: dict[str, Any] | None = None) -> str:
+    """Record an attempt's outcome; on failure, the next attempt of the schedule is stored in
+    the same transaction, so a worker that dies here loses neither."""
+    now = utcnow()
+    schedule = current_app.config["WEBHOOK_RETRY_SCHEDULE"]
+    status = SUCCEEDED if result.ok else FAILED
+    upcoming = None
+    if status == FAILED and retry and row["attempt"] <= len(schedule):
+        upcoming = now + _seconds(schedule[row["attempt"] - 1])
+    outcome = {"status": status, "response_status": result.status, "duration_ms": result.duration_ms,
+               "error": None if result.ok else (result.error or "failed")[:200], "next_attempt_at": upcoming,
+               "lease_until": EPOCH}
+
+    def write(session: ClientSession) -> None:
+        deliveries().update_one({"_id": row["_id"]}, {"$set": outcome, "$unset": {"due_at": ""}}, session=session)
+        if upcoming is not None:
+            event = {"_id": row["event"], "owner": row["owner"], "type": row["event_type"],
+                     "created_at": row["event_created_at"]}
+            following = new_delivery(event=event, webhook_id=row["webhook"], attempt=row["attempt"] + 1,
+                                     due=upcoming, now=now)
+            try:
+                deliveries().insert_one(following, session=session)
+            except DuplicateKeyError:  # the slot was taken by a redelivery: take the next free one
+                following["attempt"] = next_attempt(row["event"], row["webhook"], session)
+                deliveries().insert_one(following, session=session)
+
+    domain_events.in_transaction(write)
+    _count(status, row, result, now)
+    if hook is not None:
+        _track_health(hook, ok=result.ok, now=now)
+    log.info("delivery %s event %s webhook %s attempt %d: %s%s", row["_id"], row["event"], row["webhook"],
+             row["attempt"], status, "" if result.ok else f" ({outcome['error']})")
+    return status
+
+
+def next_attempt(event_id: ObjectId, webhook_id: ObjectId, session: ClientSession | None = None) -> int:
+    last = deliveries().find_one({"event": event_id, "webhook": webhook_id}, {"attempt": 1},
+                                 sort=[("attempt", -1)], session=session)
+    return (last["attempt"] if last else 0) + 1
+
+
+def _track_health(hook: dict[str, Any], *, ok: bool, now: datetime) -> None:
+    """An endpoint whose deliveries have all failed for WEBHOOK_DISABLE_AFTER is disabled."""
+    if ok:
+        if hook.get("failing_since") is not None:
+            webhooks().update_one({"_id": hook["_id"]}, {"$set": {"failing_since": None}})
+        return
+    since = hook.get("failing_since")
+    if since is None:
+        webhooks().update_one({"_id": hook["_id"], "failing_since": None}, {"$set": {"failing_since": now}})
+        since = now
+    limit = _seconds(current_app.config["WEBHOOK_DISABLE_AFTER_SECONDS"])
+    if hook["active"] and now - aware(since) >= limit:
+        reason = f"Every delivery failed from {since:%Y-%m-%d %H:%M:%S} UTC for {limit}; re-enable with active=true."
+        webhooks().update_one({"_id": hook["_id"], "active": True},
+                              {"$set": {"active": False, "disabled_reason": reason, "updated_at": now}})
+        log.warning("webhook %s disabled: %s", hook["_id"], reason)
+
+
+# --- metrics, kept in Redis so that /metrics of any API process reads the workers' figures ----
+
+METRICS_KEY = f"{PREFIX}metrics:deliveries"
+LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+def _count(status: str, row: dict[str, Any], result: outbound.Result, now: datetime) -> None:
+    try:
+        pipe = get_redis().pipeline(transaction=False)
+        pipe.hincrby(METRICS_KEY, f"status:{status}", 1)
+        if result.ok:
+            latency = max((now - aware(row["event_created_at"])).total_seconds(), 0.0)
+            for bound in LATENCY_BUCKETS:
+                if latency <= bound:
+                    pipe.hincrby(METRICS_KEY, f"le:{bound}", 1)
+            pipe.hincrby(METRICS_KEY, "le:+Inf", 1)
+            pipe.hincrbyfloat(METRICS_KEY, "latency_sum", latency)
+        pipe.execute()
+    except redis.RedisError as exc:  # metrics never fail a delivery
+        log.warning("delivery metrics not recorded (%s)", exc.__class__.__name__)
+
+
+def delivery_metrics() -> dict[str, float]:
+    """The counters the workers keep: status:<s>, le:<bound>, latency_sum."""
+    raw: dict[bytes, bytes] = get_redis().hgetall(METRICS_KEY)  # type: ignore[assignment]
+    return {key.decode(): float(value) for key, value in raw.items()}
+
+
+def backlog(now: datetime | None = None) -> dict[str, int]:
+    """Work waiting: events not yet relayed, reminders due and reminders late."""
+    now = now or utcnow()
+    late = now - _seconds(current_app.config["REMINDER_MAX_DELAY_SECONDS"])
+    return {"events_waiting": events().count_documents({"due_at": {"$lte": datetime(9999, 1, 1, tzinfo=UTC)}}),
+            "reminders_due": tasks().count_documents({"remind_due": {"$lte": now}}),
+            "reminders_late": tasks().count_documents({"remind_due": {"$lte": late}})}
+
+
+# --- reminders ------------------------------------------------------------------------------------
+
+def fire_due_reminders(limit: int = BATCH) -> int:
+    """Fire every reminder that is due: once per remind_at, whichever worker gets there first.
+
+    Each claim is one transaction: the task's remind_due cleared (if it still holds the value
+    read), reminded_at set and version raised, a `task.reminder` event and the email stored. A
+    second worker's claim of the same reminder matches nothing (or conflicts and, retried,
+    matches nothing), so it fires exactly once, and never without its event and email.
+    """
+    now = utcnow()
+    fired = 0
+    for task in tasks().find({"remind_due": {"$lte": now}}).sort("remind_due", ASCENDING).limit(limit):
+        if _fire(task, now):
+            fired += 1
+            cache.bump(str(task["owner"]))
+    return fired
+
+
+def _fire(task: dict[str, Any], now: datetime) -> bool:
+    after = {**task, "reminded_at": now, "remind_due": None, "version": task["version"] + 1}
+    owner = users().find_one({"_id": task["owner"]}, {"email": 1, "active": 1})
+    letter = None
+    if owner and owner.get("active", True) and current_app.config["SMTP_URL"]:
+        letter = reminder_mail(owner["email"], task, now)
+
+    def write(session: ClientSession) -> bool:
+        claimed = tasks().update_one({"_id": task["_id"], "remind_due": task["remind_due"]},
+                                     {"$set": {"reminded_at": now, "remind_due": None}, "$inc": {"version": 1}},
+                                     session=session)
+        if not claimed.modified_count:
+            return False
+        domain_events.store([domain_events.event(type="task.reminder", owner=task["owner"], task=after, now=now)],
+                            session)
+        if letter is not None:
+            mails().insert_one(letter, session=session)
+        return True
+
+    done = domain_events.in_transaction(write)
+    if done:
+        log.info("reminder fired for task %s (remind_at %s)", task["_id"], task["remind_at"])
+    return bool(done)
+
+
+def reminder_mail(to: str, task: dict[str, Any], now: datetime) -> dict[str, Any]:
+    due = f"\nDue: {task['due_at']:%Y-%m-%d %H:%M} UTC" if task.get("due_at") else ""
+    text = (f"This is your reminder for the task \"{task['title']}\".{due}\n"
+            f"Status: {task['status']}, priority: {task['priority']}.\n\n"
+            f"Task id: {task['_id']}\n")
+    return new_mail(to=to, subject=f"Reminder: {task['title']}", text=text, kind="reminder", now=now)
+
+
+# --- mail -----------------------------------------------------------------------------------------
+
+def new_mail(*, to: str, subject: str, text: str, kind: str, now: datetime) -> dict[str, Any]:
+    return {"_id": ObjectId(), "to": to, "subject": subject, "text": text, "kind": kind, "created_at": now,
+            "attempts": 0, "status": MAIL_PENDING, "error": None, "due_at": now, "lease_until": EPOCH,
+            "queued_until": EPOCH, "sent_at": None}
+
+
+def mails_to_publish(limit: int = BATCH) -> list[ObjectId]:
+    now = utcnow()
+    rows = mails().find({"due_at": {"$lte": now}}, {"_id": 1, "queued_until": 1, "lease_until": 1}) \
+        .sort("due_at", ASCENDING).limit(limit)
+    chosen = [row["_id"] for row in rows if row["queued_until"] <= now and row["lease_until"] <= now]
+    if chosen:
+        mails().update_many({"_id": {"$in": chosen}}, {"$set": {"queued_until": now + _grace()}})
+    return chosen
+
+
+def send_mail(mail_id: ObjectId) -> str | None:
+    """Send one pending email, if due and not held; temporary failures back off (30 s, 1 min, ...)."""
+    now = utcnow()
+    timeout = current_app.config["SMTP_TIMEOUT_SECONDS"]
+    claimed = mails().update_one({"_id": mail_id, "due_at": {"$lte": now}, "lease_until": {"$lte": now}},
+                                 {"$set": {"lease_until": now + _seconds(timeout) + LEASE_MARGIN},
+                                  "$inc": {"attempts": 1}})
+    if not claimed.modified_count:
+        return None
+    letter = mails().find_one({"_id": mail_id})
+    assert letter is not None
+    config = current_app.config
+    try:
+        if not config["SMTP_URL"]:
+            raise smtp.PermanentMailError("SMTP_URL is not set")
+        smtp.send_mail(smtp.parse_smtp_url(config["SMTP_URL"]), sender=config["MAIL_FROM"], to=letter["to"],
+                       subject=letter["subject"], text=letter["text"], message_id=f"<{mail_id}@taskapi>",
+                       timeout=timeout)
+    except smtp.MailError as exc:
+        final = isinstance(exc, smtp.PermanentMailError) or letter["attempts"] >= MAIL_MAX_ATTEMPTS
+        update: dict[str, Any] = {"error": str(exc)[:200], "lease_until": EPOCH}
+        if final:
+            mails().update_one({"_id": mail_id}, {"$set": {**update, "status": MAIL_FAILED}, "$unset": {"due_at": ""}})
+        else:
+            retry = now + _seconds(30 * 2 ** (letter["attempts"] - 1))
+            mails().update_one({"_id": mail_id}, {"$set": {**update, "due_at": retry, "queued_until": EPOCH}})
+        log.warning("mail %s (%s) not sent, attempt %d: %s", mail_id, letter["kind"], letter["attempts"], exc)
+        return MAIL_FAILED if final else "retry"
+    mails().update_one({"_id": mail_id}, {"$set": {"status": MAIL_SENT, "sent_at": utcnow(), "error": None},
+                                          "$unset": {"due_at": ""}})
+    log.info("mail %s (%s) sent", mail_id, letter["kind"])
+    return MAIL_SENT

@@ -1,0 +1,206 @@
+"""The notification worker (`flask --app wsgi worker`): Celery on BROKER_URL, plus the loops
+that feed it from MongoDB.
+
+What travels through the broker is only "do this row now": `fanout(event_id)`,
+`deliver(delivery_id)`, `send_mail(mail_id)`. Every state and every retry time lives in MongoDB
+(services/notifications.py), so the broker holds no ETAs and a lost message only delays work.
+Safety settings: acks after the work (a worker killed mid-task leaves its message to be
+redelivered), prefetch 1, JSON only, durable queues with versioned names (BROKER_QUEUE_PREFIX).
+
+The loops (one thread per worker process, every WORKER_POLL_MS):
+  relay      events waiting in the outbox -> `fanout` messages (an event is marked relayed once
+             the broker has it; with the broker down it stays waiting and is retried)
+  sweep      pending delivery attempts that are due (first attempts whose message was lost,
+             retries whose time has come, attempts of a dead worker once their lease ends)
+             -> `deliver` messages, skipping endpoints at their in-flight limit
+  reminders  due reminders fired (one transaction each: exactly once across workers)
+  mail       mail waiting -> `send_mail` messages
+Any number of workers may run: each row is claimed atomically before it is worked on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pymongo
+from bson import ObjectId
+from celery import Celery, Task, signals
+from flask import Flask
+from kombu import Queue
+
+from taskapi.clock import format_timestamp
+from taskapi.schemas.tasks import TaskSchema
+from taskapi.services import notifications
+
+log = logging.getLogger("taskapi.worker")
+STEP_TIMEOUT_SECONDS = 30  # no MongoDB operation of a step or a task waits longer than this
+TASK_SCHEMA = TaskSchema()
+
+
+def render_event(event: dict[str, Any]) -> bytes:
+    """The body a receiver gets: `{"id", "type", "created_at", "data"}`, `data.task` in the API's
+    task shape (for task.deleted, `{"id"}`; for webhook.ping, `{}`)."""
+    data: dict[str, Any] = {}
+    task = event.get("data", {}).get("task")
+    if task is not None:
+        data["task"] = {"id": str(task["_id"])} if event["type"] == "task.deleted" else TASK_SCHEMA.dump(task)
+    return orjson.dumps({"id": str(event["_id"]), "type": event["type"],
+                         "created_at": format_timestamp(event["created_at"]), "data": data})
+
+
+def queue_names(app: Flask) -> dict[str, str]:
+    prefix = app.config["BROKER_QUEUE_PREFIX"]
+    return {"fanout": f"{prefix}.events", "deliver": f"{prefix}.deliveries", "send_mail": f"{prefix}.mail"}
+
+
+def make_celery(app: Flask) -> Celery:
+    """The Celery app for this Flask app: its tasks run inside the Flask app's context."""
+
+    class AppTask(Task):
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            with app.app_context(), pymongo.timeout(STEP_TIMEOUT_SECONDS):
+                return self.run(*args, **kwargs)
+
+    celery = Celery("taskapi", broker=app.config["BROKER_URL"], task_cls=AppTask, set_as_current=False)
+    queues = queue_names(app)
+    celery.conf.update(
+        task_acks_late=True,  # acknowledged after the work: a killed worker's message is redelivered
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_serializer="json", accept_content=["json"], result_serializer="json",
+        task_ignore_result=True, result_backend=None,
+        task_queues=[Queue(name, durable=True) for name in queues.values()],
+        task_default_queue=queues["deliver"],
+        task_routes={f"taskapi.{name}": {"queue": queue} for name, queue in queues.items()},
+        task_publish_retry=False,  # a publish that fails is the loop's to retry (the row stays waiting)
+        broker_connection_timeout=2,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": 3600, "socket_timeout": 5, "socket_connect_timeout": 2},
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        worker_send_task_events=False,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+    )
+
+    @celery.task(name="taskapi.fanout")
+    def fanout(event_id: str) -> None:
+        for delivery_id in notifications.fanout(ObjectId(event_id)):
+            deliver.apply_async(args=[str(delivery_id)], retry=False)
+
+    @celery.task(name="taskapi.deliver")
+    def deliver(delivery_id: str) -> None:
+        notifications.deliver(ObjectId(delivery_id), render=render_event)
+
+    @celery.task(name="taskapi.send_mail")
+    def send_mail(mail_id: str) -> None:
+        notifications.send_mail(ObjectId(mail_id))
+
+    return celery
+
+
+class Loops:
+    """The relay and sweep loops of one worker process, on one thread."""
+
+    def __init__(self, app: Flask, celery: Celery) -> None:
+        self.app, self.celery = app, celery
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, name="taskapi-loops", daemon=True)
+        self.poll = app.config["WORKER_POLL_MS"] / 1000
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=STEP_TIMEOUT_SECONDS)
+
+    def run(self) -> None:
+        steps: list[tuple[str, Callable[[], int]]] = [
+            ("relay", self.relay), ("sweep", self.sweep), ("reminders", notifications.fire_due_reminders),
+            ("mail", self.mail)]
+        failing: set[str] = set()
+        while not self.stopping.is_set():
+            busy = False
+            for name, step in steps:
+                try:
+                    with self.app.app_context(), pymongo.timeout(STEP_TIMEOUT_SECONDS):
+                        busy = step() >= notifications.BATCH or busy
+                    if name in failing:
+                        failing.discard(name)
+                        log.info("%s: working again", name)
+                except Exception as exc:  # noqa: BLE001 - a server down: say so once, keep the other steps going
+                    if name not in failing:
+                        failing.add(name)
+                        log.warning("%s: %s: %s (retrying)", name, exc.__class__.__name__, exc)
+            self.stopping.wait(0 if busy else self.poll if not failing else max(self.poll, 1.0))
+
+    def publish(self, task: str, ids: list[ObjectId]) -> list[ObjectId]:
+        """Publish one message per id; returns those the broker took (stops at the first refusal)."""
+        sent: list[ObjectId] = []
+        for ident in ids:
+            try:
+                self.celery.send_task(f"taskapi.{task}", args=[str(ident)], queue=queue_names(self.app)[task],
+                                      retry=False)
+            except Exception:
+                if not sent:
+                    raise
+                break
+            sent.append(ident)
+        return sent
+
+    def relay(self) -> int:
+        waiting = notifications.events_to_relay()
+        sent: list[ObjectId] = []
+        try:
+            sent = self.publish("fanout", waiting)
+        finally:
+            notifications.mark_relayed(sent)
+            notifications.release_events([ident for ident in waiting if ident not in set(sent)])
+        return len(waiting)
+
+    def sweep(self) -> int:
+        due = notifications.deliveries_to_publish()
+        sent: list[ObjectId] = []
+        try:
+            sent = self.publish("deliver", due)
+        finally:
+            notifications.unqueue("deliveries", [ident for ident in due if ident not in set(sent)])
+        return len(due)
+
+    def mail(self) -> int:
+        due = notifications.mails_to_publish()
+        sent: list[ObjectId] = []
+        try:
+            sent = self.publish("send_mail", due)
+        finally:
+            notifications.unqueue("mails", [ident for ident in due if ident not in set(sent)])
+        return len(due)
+
+
+def run_worker(app: Flask, *, concurrency: int, loglevel: str) -> None:
+    """Consume the three queues with a pool of threads (deliveries wait on the network) and run
+    the loops beside them until SIGTERM or SIGINT: then Celery stops taking messages, finishes
+    the ones in flight, and the loops stop."""
+    celery = make_celery(app)
+    loops = Loops(app, celery)
+
+    @signals.worker_ready.connect(weak=False)
+    def started(**_: Any) -> None:
+        log.info("worker ready: queues %s", ", ".join(queue_names(app).values()))
+
+    @signals.worker_shutting_down.connect(weak=False)
+    def stopping(**_: Any) -> None:
+        loops.stopping.set()
+
+    loops.start()
+    try:
+        celery.worker_main(["worker", "--pool=threads", f"--concurrency={concurrency}", f"--loglevel={loglevel}",
+                            "--queues=" + ",".join(queue_names(app).values()), "--without-gossip",
+                            "--without-mingle", f"--hostname=taskapi-{os.getpid()}@%h"])
+    finally:
+        loops.stop()
