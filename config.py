@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent
 EMBEDDED_MONGODB_PORT = 27117
 EMBEDDED_REDIS_PORT = 6390
 EMBEDDED_CACHE_REDIS_PORT = 6391
+EMBEDDED_SMTP_PORT = 8025
 MIN_SECRET_BYTES = 32
 
 
@@ -102,6 +103,8 @@ class Config:
         self.EMBEDDED_MONGODB_PORT = env_int("EMBEDDED_MONGODB_PORT", EMBEDDED_MONGODB_PORT, minimum=1)
         self.EMBEDDED_REDIS_PORT = env_int("EMBEDDED_REDIS_PORT", EMBEDDED_REDIS_PORT, minimum=1)
         self.EMBEDDED_CACHE_REDIS_PORT = env_int("EMBEDDED_CACHE_REDIS_PORT", EMBEDDED_CACHE_REDIS_PORT, minimum=1)
+        self.EMBEDDED_SMTP_PORT = env_int("EMBEDDED_SMTP_PORT", EMBEDDED_SMTP_PORT, minimum=1)  # make run's mail sink
+        self.RUN_WORKER = env_bool("RUN_WORKER", True)  # `make run` starts a notification worker
         self.MONGODB_URI = env_str("MONGODB_URI") or (  # the embedded server: see devserver.mongo_uri
             f"mongodb://127.0.0.1:{self.EMBEDDED_MONGODB_PORT}/taskapi"
             "?directConnection=true&retryWrites=false&journal=true"

@@ -8,8 +8,11 @@ scrape sees the whole server whichever worker answers it.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
+from collections.abc import Iterator
 
+import redis
 from flask import Flask, Response, current_app, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -20,8 +23,13 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from pymongo.errors import PyMongoError
 
 from taskapi.errors import NotFound
+from taskapi.services import notifications
+
+log = logging.getLogger("taskapi.metrics")
 
 REQUESTS = Counter("taskapi_http_requests_total", "HTTP requests by method, route template and status.",
                    ["method", "route", "status"])
@@ -65,16 +73,46 @@ def allowed(remote_addr: str | None) -> bool:
     return any(address in ipaddress.ip_network(network, strict=False) for network in networks)
 
 
+class NotificationCollector:
+    """The notification service's figures, read at scrape time: the workers count deliveries in
+    Redis (so any API process reports every worker's), and the backlog comes from MongoDB."""
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            counts = notifications.delivery_metrics()
+            waiting = notifications.backlog()
+        except (PyMongoError, redis.RedisError) as exc:  # a scrape must not fail with the database
+            log.warning("notification metrics unavailable (%s)", exc.__class__.__name__)
+            return
+        deliveries = CounterMetricFamily("taskapi_webhook_deliveries", "Webhook delivery attempts by outcome.",
+                                         labels=["status"])
+        for status in ("succeeded", "failed"):
+            deliveries.add_metric([status], counts.get(f"status:{status}", 0.0))
+        yield deliveries
+        buckets = [(str(bound), counts.get(f"le:{bound}", 0.0)) for bound in notifications.LATENCY_BUCKETS]
+        buckets.append(("+Inf", counts.get("le:+Inf", 0.0)))
+        yield HistogramMetricFamily("taskapi_webhook_delivery_latency_seconds",
+                                    "From the event to its receiver's 2xx.", buckets=buckets,
+                                    sum_value=counts.get("latency_sum", 0.0))
+        for name, help_text in (("events_waiting", "Events in the outbox not yet relayed to the broker."),
+                                ("reminders_due", "Reminders whose time has come and that have not fired."),
+                                ("reminders_late", "Reminders due for longer than REMINDER_MAX_DELAY_SECONDS.")):
+            yield GaugeMetricFamily(f"taskapi_{name}", help_text, value=waiting[name])
+
+
 def metrics_view() -> Response:
     """Prometheus text format; 404 for clients outside METRICS_ALLOW_NETWORKS."""
     if not allowed(request.remote_addr):
         raise NotFound()
+    registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
     else:
         registry = REGISTRY
-    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+    text = generate_latest(registry)
+    extra = CollectorRegistry()
+    extra.register(NotificationCollector())  # type: ignore[arg-type]
+    return Response(text + generate_latest(extra), content_type=CONTENT_TYPE_LATEST)
 
 
 metrics_view.exempt_from_rate_limits = True  # type: ignore[attr-defined]  # Prometheus polls it

