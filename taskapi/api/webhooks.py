@@ -57,7 +57,10 @@ def create_webhook(body):
 @blp.arguments(WebhookQuerySchema(), location="query")
 @blp.response(200, WebhookPageSchema(), headers=LINK)
 def list_webhooks(query):
-    """The caller's webhooks, newest first, keyset-paged (`next_cursor`, `Link: rel="next"`)."""
+    """The caller's webhooks, newest first.
+
+    Keyset-paged: follow `next_cursor` (or `Link: rel="next"`); `null` on the last page. Secrets
+    are never listed."""
     items, cursor = service.list_webhooks(owner=current_user_id(), limit=query["limit"], cursor=query.get("cursor"))
     return {"items": items, "next_cursor": cursor}, 200, next_link(cursor)
 
@@ -67,7 +70,10 @@ def list_webhooks(query):
 @blp.response(200, WebhookSchema())
 @blp.problem(404, "No such webhook for the caller.")
 def get_webhook(webhook_id):
-    """One webhook (never its secret)."""
+    """One webhook.
+
+    Its URL, events, description and state (`active`, `disabled_reason`); the secret is shown
+    only at creation and rotation."""
     return service.get_webhook(owner=current_user_id(), webhook_id=webhook_id)
 
 
@@ -89,7 +95,9 @@ def update_webhook(body, webhook_id):
 @blp.response(204)
 @blp.problem(404, "No such webhook for the caller.")
 def delete_webhook(webhook_id):
-    """Delete a webhook and its delivery log; attempts not yet made are dropped."""
+    """Delete a webhook.
+
+    Its delivery log goes with it, and attempts not yet made are dropped."""
     service.delete_webhook(owner=current_user_id(), webhook_id=webhook_id)
 
 
@@ -98,8 +106,10 @@ def delete_webhook(webhook_id):
 @blp.response(200, SecretSchema())
 @blp.problem(404, "No such webhook for the caller.")
 def rotate_webhook_secret(webhook_id):
-    """A new signing secret. The previous one keeps signing for 24 h, so every delivery carries
-    two signatures until then: switch the receiver over within that time."""
+    """Rotate the signing secret.
+
+    The previous secret keeps signing for 24 h, so every delivery carries two signatures until
+    then: switch the receiver over within that time."""
     return {"secret": service.rotate_secret(owner=current_user_id(), webhook_id=webhook_id)}
 
 
@@ -108,7 +118,10 @@ def rotate_webhook_secret(webhook_id):
 @blp.response(202, PingSchema())
 @blp.problem(404, "No such webhook for the caller.")
 def ping_webhook(webhook_id):
-    """Send one `webhook.ping` event (`data: {}`) to this endpoint; it shows in the delivery log."""
+    """Send a `webhook.ping` event to this endpoint.
+
+    One event with `data: {}`, signed like any other, sent even while the endpoint is disabled;
+    the attempt shows in the delivery log. The answer names its `event_id`."""
     return service.ping(owner=current_user_id(), webhook_id=webhook_id)
 
 
@@ -118,8 +131,10 @@ def ping_webhook(webhook_id):
 @blp.response(200, DeliveryPageSchema(), headers=LINK)
 @blp.problem(404, "No such webhook for the caller.")
 def list_deliveries(query, webhook_id):
-    """Every attempt to this endpoint, newest first: one row per attempt, so an event retried
-    twice shows three rows with the same `event_id`. Kept 30 days."""
+    """The delivery log: every attempt to this endpoint, newest first.
+
+    One row per attempt, so an event retried twice shows three rows with the same `event_id`.
+    Kept 30 days."""
     items, cursor = service.list_deliveries(owner=current_user_id(), webhook_id=webhook_id, limit=query["limit"],
                                             cursor=query.get("cursor"))
     return {"items": items, "next_cursor": cursor}, 200, next_link(cursor)
@@ -131,6 +146,8 @@ def list_deliveries(query, webhook_id):
 @blp.problem(404, "No such webhook, or no such delivery of it.")
 @blp.problem(409, "The event is past the 30-day retention.")
 def redeliver(webhook_id, delivery_id):
-    """Send that delivery's event again, now, with the same `webhook-id`: one new attempt (no
-    retry schedule), returned as `pending`."""
+    """Send a delivery's event again.
+
+    One new attempt, now, with the same `webhook-id` (no retry schedule follows it), returned
+    as `pending`."""
     return service.redeliver(owner=current_user_id(), webhook_id=webhook_id, delivery_id=delivery_id)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SCHEMA_URL = "https://schema.getpostman.com/json/collection/v2.1.0/collection.json"
-PATH_VARIABLES = {"task_id": "taskId", "user_id": "userId"}
+PATH_VARIABLES = {"task_id": "taskId", "user_id": "userId", "webhook_id": "webhookId", "delivery_id": "deliveryId"}
 PASSWORD, NEW_PASSWORD = "correct horse battery", "a brand new passphrase"
 
 SET_TOKENS = ["const tokens = pm.response.json();",
@@ -92,21 +92,45 @@ FOLDERS: list[tuple[str, str, list[Step]]] = [
         Step("deleteTask", "Delete it (If-Match)", 204, headers={"If-Match": "{{etag}}"}),
         Step("getTask", "It is gone (404)", 404),
     ]),
-    ("3 Account", "The caller's own account, and a token refresh (the refresh token works once).", [
+    ("3 Webhooks", "A webhook for this run's tasks: create (the answer holds its secret), read, change, rotate its "
+     "secret, ping, read its delivery log, delete. Deliveries are made by the notification worker "
+     "(`flask --app wsgi worker`); example.com does not answer them.", [
+        Step("createWebhook", "Subscribe a URL to task events (stores webhookId)", 201,
+             body={"url": "https://example.com/hooks/taskapi", "events": ["task.created", "task.completed"],
+                   "description": "Postman"},
+             tests=['pm.collectionVariables.set("webhookId", pm.response.json().id);',
+                    'pm.test("the secret is shown once", () => '
+                    'pm.expect(pm.response.json().secret).to.match(/^whsec_/));']),
+        Step("listWebhooks", "List webhooks", 200, query={"limit": "20"},
+             tests=['pm.test("the new webhook is listed", () => pm.expect(pm.response.json().items.map(w => w.id))'
+                    '.to.include(pm.collectionVariables.get("webhookId")));']),
+        Step("getWebhook", "Get the webhook (no secret)", 200,
+             tests=['pm.test("no secret", () => pm.expect(pm.response.json()).to.not.have.property("secret"));']),
+        Step("updateWebhook", "Subscribe it to every event", 200, body={"events": ["*"]},
+             tests=['pm.test("every event", () => pm.expect(pm.response.json().events).to.eql(["*"]));']),
+        Step("rotateWebhookSecret", "Rotate its secret (the old one signs for 24 h more)", 200),
+        Step("pingWebhook", "Ping it (202: the worker sends a webhook.ping)", 202),
+        Step("listDeliveries", "Its delivery log", 200, query={"limit": "20"}),
+        Step("redeliver", "Redeliver an unknown delivery (404)", 404,
+             prerequest=['pm.collectionVariables.set("deliveryId", "000000000000000000000000");']),
+        Step("deleteWebhook", "Delete it", 204),
+        Step("getWebhook", "It is gone (404)", 404),
+    ]),
+    ("4 Account", "The caller's own account, and a token refresh (the refresh token works once).", [
         Step("getMe", "Who am I", 200,
              tests=['pm.test("this run\'s user", () => '
                     'pm.expect(pm.response.json().email).to.eql(pm.collectionVariables.get("email")));']),
         Step("updateMe", "Change the display name", 200, body={"name": "Postman, renamed"}),
         Step("refresh", "Refresh (rotates both tokens)", 200, token="refreshToken", tests=SET_TOKENS),
     ]),
-    ("4 Admin (needs an admin token)", "User administration. Set the collection variable adminToken to an admin's "
+    ("5 Admin (needs an admin token)", "User administration. Set the collection variable adminToken to an admin's "
      "access token (make an admin with `.venv/bin/flask --app wsgi users create-admin`, then log in as them) to run these "
      "as an admin; without it they run as this run's user and are refused with 403.", [
         Step("listUsers", "List users", 200, query={"limit": "20"}, admin=True),
         Step("getUser", "Get this run's user", 200, admin=True),
         Step("updateUser", "Re-activate this run's user (no change)", 200, body={"active": True}, admin=True),
     ]),
-    ("5 Revocation (last)", "What ends tokens, each checked by a request with the old token.", [
+    ("6 Revocation (last)", "What ends tokens, each checked by a request with the old token.", [
         Step("changePassword", "Change the password (ends every token)", 204,
              body={"current_password": PASSWORD, "new_password": NEW_PASSWORD}),
         Step("getMe", "The old token is dead (401)", 401),
@@ -131,7 +155,7 @@ def build_collection(spec: dict[str, Any]) -> dict[str, Any]:
             "name": spec["info"]["title"],
             "description": f"Generated from /openapi.json (API {spec['info']['version']}). Set baseUrl and run the "
                            "collection top to bottom (Run collection, or `newman run`): each run makes its own "
-                           "account, so it can run again at once. Admin requests need adminToken (see folder 4).",
+                           "account, so it can run again at once. Admin requests need adminToken (see folder 5).",
             "schema": SCHEMA_URL,
         },
         "auth": {"type": "bearer", "bearer": [{"key": "token", "value": "{{accessToken}}", "type": "string"}]},

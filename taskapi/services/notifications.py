@@ -450,9 +450,12 @@ def send_mail(mail_id: ObjectId) -> str | None:
     try:
         if not config["SMTP_URL"]:
             raise smtp.PermanentMailError("SMTP_URL is not set")
-        smtp.send_mail(smtp.parse_smtp_url(config["SMTP_URL"]), sender=config["MAIL_FROM"], to=letter["to"],
-                       subject=letter["subject"], text=letter["text"], message_id=f"<{mail_id}@taskapi>",
-                       timeout=timeout)
+        try:
+            settings = smtp.parse_smtp_url(config["SMTP_URL"])
+        except ValueError as exc:
+            raise smtp.PermanentMailError(str(exc)) from None
+        smtp.send_mail(settings, sender=config["MAIL_FROM"], to=letter["to"], subject=letter["subject"],
+                       text=letter["text"], message_id=f"<{mail_id}@taskapi>", timeout=timeout)
     except smtp.MailError as exc:
         final = isinstance(exc, smtp.PermanentMailError) or letter["attempts"] >= MAIL_MAX_ATTEMPTS
         update: dict[str, Any] = {"error": str(exc)[:200], "lease_until": EPOCH}

@@ -645,3 +645,25 @@ def test_marking_done_disarms_the_reminder(app, client, headers):
     assert stored_task(app, task["id"])["remind_due"] is None
     created_done = create_task(client, headers, status="done", remind_at="2030-01-01T10:00:00Z")
     assert stored_task(app, created_done["id"])["remind_due"] is None
+
+
+def test_a_due_reminder_fires_once_and_shows_in_the_task(app, client, headers):
+    task = create_task(client, headers, title="Call the plumber", remind_at="2020-01-01T09:00:00Z")  # already past
+    url = f"{TASKS}/{task['id']}"
+    assert client.get(url, headers=headers).get_json()["reminded_at"] is None  # cached before it fires
+    with app.app_context():
+        assert notifications.fire_due_reminders() == 1
+        assert notifications.fire_due_reminders() == 0  # never twice for the same remind_at
+    shown = client.get(url, headers=headers).get_json()
+    assert shown["reminded_at"] is not None and shown["remind_at"] == "2020-01-01T09:00:00Z"
+    reminders = event_docs(app, type="task.reminder")
+    assert len(reminders) == 1 and reminders[0]["data"]["task"]["_id"] == ObjectId(task["id"])
+    assert reminders[0]["data"]["task"]["title"] == "Call the plumber"
+    # Writing the same remind_at again (PUT with every field) does not arm it again.
+    same = client.put(url, json={"title": "Call the plumber", "remind_at": "2020-01-01T10:00:00+01:00"},
+                      headers=headers)
+    assert same.status_code == 200 and same.get_json()["reminded_at"] == shown["reminded_at"]
+    assert same.get_json()["version"] == shown["version"]  # nothing changed: no write, no event
+    assert len(event_docs(app, type="task.updated")) == 0
+    with app.app_context():
+        assert notifications.fire_due_reminders() == 0

@@ -37,7 +37,7 @@ def main() -> int:
                               timeout=10).json()["access_token"]
         print("--- newman run 3: the admin folder with an admin's token", flush=True)
         admin = subprocess.run(common + ["--env-var", f"adminToken={token}", "--folder", "1 Start here",
-                                         "--folder", "4 Admin (needs an admin token)"], cwd=ROOT)
+                                         "--folder", "5 Admin (needs an admin token)"], cwd=ROOT)
         print(f"server logs: {logs}")
         return admin.returncode
 

@@ -18,7 +18,8 @@ def requests_of(collection):
 
 def signature(item):
     path = "/" + "/".join(item["request"]["url"]["path"])
-    for variable, name in (("{{taskId}}", "{task_id}"), ("{{userId}}", "{user_id}")):
+    for variable, name in (("{{taskId}}", "{task_id}"), ("{{userId}}", "{user_id}"), ("{{webhookId}}", "{webhook_id}"),
+                           ("{{deliveryId}}", "{delivery_id}")):
         path = path.replace(variable, name)
     return f"{item['request']['method']} {path}"
 
@@ -71,7 +72,7 @@ def test_header_parameters_and_the_admin_folder(client):
     assert ("POST /api/v1/tasks", "Idempotency-Key") in headers
     assert ("PATCH /api/v1/tasks/{task_id}", "If-Match") in headers
     assert ("GET /api/v1/tasks/{task_id}", "If-None-Match") in headers
-    admin = next(folder for folder in collection["item"] if folder["name"].startswith("4 Admin"))
+    admin = next(folder for folder in collection["item"] if folder["name"].startswith("5 Admin"))
     assert "adminToken" in admin["description"] and "create-admin" in admin["description"]
     for item in admin["item"]:
         assert "403" in script(item) and "adminToken" in script(item, "prerequest")

@@ -1,4 +1,4 @@
-"""Mail over real SMTP sockets: send_mail against the dev sink (in this process and as `python -m`), SMTP_URL parsing."""
+"""Mail over real SMTP sockets: send_mail against the dev sink (in-process and as `python -m`), SMTP_URL parsing."""
 
 from __future__ import annotations
 
