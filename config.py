@@ -180,9 +180,8 @@ class Config:
         # slow receiver waits on itself and never on other users' deliveries.
         self.WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT = env_int("WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", 2, minimum=1)
         self.WEBHOOK_MAX_IN_FLIGHT_PER_USER = env_int("WEBHOOK_MAX_IN_FLIGHT_PER_USER", 4, minimum=1)
-        self.WEBHOOK_CA_FILE = env_str("WEBHOOK_CA_FILE") or None  # extra CA bundle for receivers' TLS
-        # How long events and the delivery log are kept (a TTL index removes older ones).
-        self.NOTIFICATION_RETENTION_DAYS = env_int("NOTIFICATION_RETENTION_DAYS", 30, minimum=1)
+        # A CA bundle to verify receivers' TLS with, instead of the system's (private CAs, tests).
+        self.WEBHOOK_CA_FILE = env_str("WEBHOOK_CA_FILE") or None
         self.SMTP_URL = env_str("SMTP_URL")  # smtp://, smtps:// or smtp+starttls://[user:pass@]host:port
         self.MAIL_FROM = env_str("MAIL_FROM", "taskapi <no-reply@localhost>")
         self.SMTP_TIMEOUT_SECONDS = env_int("SMTP_TIMEOUT_SECONDS", 10, minimum=1)

@@ -11,6 +11,10 @@ config, rate limits off (the benchmark measures the work, not the limiter):
           issued straight from pymongo (same data, concurrency and server), PATCH against
           GET by id, a deep page
   writes  a fresh database: five consecutive create runs (does the server keep its speed?)
+  notify  a fresh database, a notification worker and a fast webhook receiver on loopback:
+          create req/s for a user with a subscribed webhook against one without (runs
+          alternated; the worker delivers meanwhile), event-to-delivery latency at 50 creates/s
+          for 30 s, and deliveries per second of one worker draining a backlog
 
 Every wrk scenario runs BENCH_RUNS times (default 3) for BENCH_SECONDS (default 8) and the
 medians are reported; filter shapes run once each. A run with any non-2xx response is an
@@ -39,7 +43,8 @@ import requests
 from bson import ObjectId
 
 from taskapi.runtime import devserver
-from tests.servers import GunicornServer, MongoServer, NginxServer, RedisServer
+from tests.receivers import receiver
+from tests.servers import GunicornServer, MongoServer, NginxServer, RedisServer, worker
 
 ROOT = Path(__file__).resolve().parents[1]
 WRK = ROOT / "bench" / "wrk"
@@ -280,6 +285,88 @@ def writes_phase(results: Results, work: Path) -> None:
                 results.notes["tasks_written"] = client.get_default_database().tasks.estimated_document_count()
 
 
+NOTIFY_SETTINGS = {"WEBHOOK_ALLOW_HTTP": "true", "WEBHOOK_ALLOW_NETWORKS": "127.0.0.1/32", "WORKER_POLL_MS": "100",
+                   "WORKER_CONCURRENCY": "8"}
+DELIVERY_RATE, DELIVERY_SECONDS, BACKLOG = 50, int(os.environ.get("BENCH_DELIVERY_SECONDS", "30")), 2000
+
+
+def notify_phase(results: Results, work: Path) -> None:
+    print("notify: webhooks delivered by one worker to a fast receiver on loopback", flush=True)
+    with stack("notify", work) as s, receiver() as hook:
+        env = {**s["env"], **NOTIFY_SETTINGS, "BROKER_URL": s["env"]["REDIS_URL"]}
+        seed(env, 2, 0, "notify{n}@bench.example")
+        with serving(env, s["folder"] / "notify.log", CACHE_TTL_SECONDS="30") as app, \
+                worker(env, s["folder"] / "worker.log", concurrency=8) as process:
+            plain, hooked = login(app.base, "notify1@bench.example"), login(app.base, "notify2@bench.example")
+            requests.post(app.base + "/api/v1/webhooks", json={"url": hook.url, "events": ["task.created"]},
+                          headers=auth(hooked), timeout=30).raise_for_status()
+            without, with_hook = [], []
+            for _ in range(RUNS):  # alternated, so drift in the server's speed touches both alike
+                without.append(wrk(app.base + "/api/v1/tasks", "post_task.lua", {"BENCH_TOKEN": plain}))
+                with_hook.append(wrk(app.base + "/api/v1/tasks", "post_task.lua", {"BENCH_TOKEN": hooked}))
+            results.record("create_without_webhook", without, CONNECTIONS)
+            results.record("create_with_webhook", with_hook, CONNECTIONS)
+            created = count_tasks(s["mongo"].uri, hooked_email="notify2@bench.example")
+            drained = wait_drained(hook, created)
+            results.notes["deliveries_after_create_runs"] = f"{len(hook.received)} of {created} in {drained} s after"
+            latency = paced_latency(app.base, hooked, hook)
+            results.notes["delivery_latency_ms"] = latency
+            results.scenarios["delivery_latency"] = {"rps": DELIVERY_RATE, "p50_ms": latency["p50"],
+                                                     "p99_ms": latency["p99"], "connections": 1, "runs": [latency]}
+            print(f"  delivery latency at {DELIVERY_RATE}/s for {DELIVERY_SECONDS} s: p50 {latency['p50']} ms, "
+                  f"p99 {latency['p99']} ms", flush=True)
+            process.stop()
+            before = len(hook.received)
+            with requests.Session() as session:  # a backlog while no worker runs
+                for _ in range(BACKLOG):
+                    session.post(app.base + "/api/v1/tasks", json={"title": "Backlog"}, headers=auth(hooked),
+                                 timeout=30).raise_for_status()
+        with worker(env, s["folder"] / "worker-drain.log", concurrency=8):
+            started = time.monotonic()
+            hook.wait_for(before + BACKLOG, timeout=600)
+            elapsed = time.monotonic() - started
+        rate = round(BACKLOG / elapsed, 1)
+        results.notes["deliveries_per_second_per_worker"] = rate
+        results.scenarios["worker_drain"] = {"rps": rate, "p50_ms": 0.0, "p99_ms": 0.0, "connections": 8,
+                                             "runs": [{"rps": rate, "seconds": round(elapsed, 2)}]}
+        print(f"  one worker delivered a backlog of {BACKLOG} at {rate} deliveries/s", flush=True)
+
+
+def count_tasks(uri: str, hooked_email: str) -> int:
+    with pymongo.MongoClient(uri) as client:
+        db = client.get_default_database()
+        owner = db.users.find_one({"email": hooked_email})["_id"]
+        return db.tasks.count_documents({"owner": owner})
+
+
+def wait_drained(hook, expected: int, timeout: float = 600) -> float:
+    started = time.monotonic()
+    hook.wait_for(expected, timeout=timeout)
+    return round(time.monotonic() - started, 1)
+
+
+def paced_latency(base: str, token: str, hook) -> dict:
+    """DELIVERY_RATE creates a second for DELIVERY_SECONDS; each task's delivery time is its
+    arrival at the receiver minus the moment its create was acknowledged."""
+    acknowledged: dict[str, float] = {}
+    first = len(hook.received)
+    interval = 1 / DELIVERY_RATE
+    with requests.Session() as session:
+        next_at = time.monotonic()
+        for _ in range(DELIVERY_RATE * DELIVERY_SECONDS):
+            time.sleep(max(0.0, next_at - time.monotonic()))
+            next_at += interval
+            response = session.post(base + "/api/v1/tasks", json={"title": "Paced"}, headers=auth(token), timeout=30)
+            response.raise_for_status()
+            acknowledged[response.json()["id"]] = time.monotonic()
+    hook.wait_for(first + len(acknowledged), timeout=120)
+    arrivals = {r.json["data"]["task"]["id"]: r.at for r in hook.received[first:]}
+    latencies = sorted((arrivals[task] - at) * 1000 for task, at in acknowledged.items() if task in arrivals)
+    missing = len(acknowledged) - len(latencies)
+    return {"p50": round(latencies[len(latencies) // 2], 1), "p99": round(latencies[int(len(latencies) * 0.99)], 1),
+            "max": round(latencies[-1], 1), "count": len(latencies), "missing": missing}
+
+
 TARGETS = {  # ratio -> (text, check)
     "grown_vs_small_first_page": ("≤ 3", lambda v: v <= 3),
     "list_uncached_vs_raw_query": ("≥ 0.6", lambda v: v >= 0.6),
@@ -291,6 +378,8 @@ TARGETS = {  # ratio -> (text, check)
     "cached_list_vs_healthz": ("≥ 0.5", lambda v: v >= 0.5),
     "deep_page_vs_first_page": ("≤ 1.2", lambda v: v <= 1.2),
     "cached_p99_ms_worst": ("< 100", lambda v: v < 100),
+    "create_with_webhook_vs_without": ("≥ 0.8", lambda v: v >= 0.8),
+    "delivery_p99_ms": ("≤ 2000", lambda v: v <= 2000),
 }
 CACHED_READS = ("tasks_cached", "dashboard_cached", "nginx_tasks_cached")
 
@@ -310,7 +399,13 @@ def ratios(s: dict[str, dict]) -> dict[str, float]:
         "cached_list_vs_healthz": round(rps["tasks_cached"] / rps["healthz"], 3),
         "deep_page_vs_first_page": round(p50["deep_page_grown"] / p50["first_page_grown"], 3),
         "cached_p99_ms_worst": max(s[name]["p99_ms"] for name in CACHED_READS),
+        "create_with_webhook_vs_without": round(rps["create_with_webhook"] / rps["create_without_webhook"], 3),
+        "delivery_p99_ms": p99_of(s, "delivery_latency"),
     }, shapes
+
+
+def p99_of(s: dict[str, dict], name: str) -> float:
+    return float(s[name]["p99_ms"])
 
 
 def main() -> int:
@@ -320,7 +415,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="taskapi-bench-"))
     results = Results()
     started = time.monotonic()
-    phases = {"small": small_phase, "grown": grown_phase, "writes": writes_phase}
+    phases = {"small": small_phase, "grown": grown_phase, "writes": writes_phase, "notify": notify_phase}
     chosen = os.environ.get("BENCH_PHASES", ",".join(phases)).split(",")  # a subset while working on one
     for name in chosen:
         phases[name](results, work)

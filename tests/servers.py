@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -228,7 +229,7 @@ class WorkerProcess:
                 [sys.executable, "-m", "flask", "--app", "wsgi", "worker", "--concurrency", str(self.concurrency)],
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 30
-        while "worker ready" not in self.log_path.read_text(errors="replace"):
+        while not re.search(r"@\S+ ready\.", self.log_path.read_text(errors="replace")):  # Celery's own line
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("worker did not start:\n" + self.log_path.read_text(errors="replace")[-3000:])
             time.sleep(0.1)

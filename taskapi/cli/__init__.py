@@ -220,9 +220,15 @@ def _write(output: str, document: dict) -> None:
 def worker_command(concurrency: int | None, loglevel: str) -> None:
     """Run the notification service in the foreground: relay events, deliver webhooks, fire
     reminders, send mail (SIGTERM: finish what is in flight, then exit). Run as many as needed."""
+    import os
+
     from taskapi.worker import run_worker
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if app.config["ENV_NAME"] == "production" and not os.environ.get("BROKER_URL", "").strip():
+        click.echo("error: BROKER_URL must be set when TASKAPI_ENV=production (amqp://user:password@host:5672/vhost "
+                   "for RabbitMQ)", err=True)
+        raise SystemExit(1)
     run_worker(app, concurrency=concurrency or app.config["WORKER_CONCURRENCY"], loglevel=loglevel)
 
 

@@ -111,7 +111,7 @@ def metrics_view() -> Response:
         registry = REGISTRY
     text = generate_latest(registry)
     extra = CollectorRegistry()
-    extra.register(NotificationCollector())  # type: ignore[arg-type]
+    extra.register(NotificationCollector())
     return Response(text + generate_latest(extra), content_type=CONTENT_TYPE_LATEST)
 
 

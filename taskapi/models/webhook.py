@@ -8,8 +8,9 @@ A delivery is one attempt to send one event to one webhook: the log shows every 
   {_id, owner, webhook, event, event_type, event_created_at, attempt (1, 2, ...), manual (a redelivery),
    status: pending | succeeded | failed, response_status, duration_ms, error,
    created_at, next_attempt_at (pending: when it runs; failed: when the retry runs, None when final),
-   due_at (present only while pending: the worker's queue index), lease_until (a worker holds it until then),
-   queued_until (published to the broker; not published again before then)}
+   due_at (present only while pending: the worker's sweep index),
+   queued_until (queued at its endpoint in Redis; not queued again before then)}
+While an attempt runs, its lease is a Redis key (services/notifications.py), not a field here.
 """
 
 from __future__ import annotations
@@ -66,7 +67,6 @@ class Delivery(Document):
     created_at = DateTimeField(required=True)
     next_attempt_at = DateTimeField(null=True)
     due_at = DateTimeField(null=True)
-    lease_until = DateTimeField(null=True)
     queued_until = DateTimeField(null=True)
 
     meta = {

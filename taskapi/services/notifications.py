@@ -4,9 +4,10 @@ publishes what they return; MongoDB holds every state and every retry time, so a
 broker loses, or a worker killed mid-attempt, only delays work: the sweeps find it again.
 
 Rows waiting for the worker (events, pending deliveries, mail) carry `due_at`; a worker that
-publishes one sets `queued_until` (not published again before then) and one that runs it sets
-`lease_until` (nobody else runs it before then). A lease outlives WEBHOOK_TIMEOUT_SECONDS by
-LEASE_MARGIN, so a row whose worker died is run again by another within the timeout + 60 s.
+queues or publishes one sets `queued_until` (not queued again before then), and one that runs
+it holds a lease (a delivery's in Redis, a mail's in `lease_until`). A lease outlives
+WEBHOOK_TIMEOUT_SECONDS by LEASE_MARGIN, and QUEUE_GRACE is short enough that an attempt whose
+worker died is made by another within the timeout + 60 s.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ log = logging.getLogger("taskapi.worker")
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 LEASE_MARGIN = timedelta(seconds=15)
-QUEUE_GRACE = timedelta(seconds=30)  # a published row not started by then is published again
+QUEUE_GRACE = timedelta(seconds=30)  # a queued row not started by then (lease + this) is queued again
 DEFER = timedelta(seconds=1)  # an endpoint at its in-flight limit: try the attempt again this much later
 MAIL_MAX_ATTEMPTS = 6
 BATCH = 200
@@ -66,7 +67,8 @@ def _grace() -> timedelta:
 
 def events_to_relay(limit: int = BATCH) -> list[ObjectId]:
     """Events waiting to be relayed, oldest first; each is held for QUEUE_GRACE so that another
-    worker's relay does not publish it too (if ours dies before mark_relayed, it comes back)."""
+    worker's relay does not publish it too. Fan-out clears an event's `due_at`; until then (the
+    message lost, the broker down, the fan-out failed) it comes back after QUEUE_GRACE."""
     now = utcnow()
     found = [doc["_id"] for doc in events().find({"due_at": {"$lte": now}}, {"_id": 1})
              .sort("due_at", ASCENDING).limit(limit)]
@@ -75,10 +77,6 @@ def events_to_relay(limit: int = BATCH) -> list[ObjectId]:
     return found
 
 
-def mark_relayed(event_ids: list[ObjectId]) -> None:
-    """The broker has these events: they no longer wait."""
-    if event_ids:
-        events().update_many({"_id": {"$in": event_ids}}, {"$unset": {"due_at": ""}})
 
 
 def release_events(event_ids: list[ObjectId]) -> None:
@@ -111,19 +109,21 @@ def new_delivery(*, event: dict[str, Any], webhook_id: ObjectId, attempt: int, d
     return {"_id": ObjectId(), "owner": event["owner"], "webhook": webhook_id, "event": event["_id"],
             "event_type": event["type"], "event_created_at": event["created_at"], "attempt": attempt,
             "manual": manual, "status": PENDING, "response_status": None, "duration_ms": None, "error": None,
-            "created_at": now, "next_attempt_at": due, "due_at": due, "lease_until": EPOCH,
-            "queued_until": queued_until}
+            "created_at": now, "next_attempt_at": due, "due_at": due, "queued_until": queued_until}
 
 
-def fanout(event_id: ObjectId) -> list[ObjectId]:
-    """Create the first attempt of the event for each subscriber; returns the deliveries to
-    publish. Idempotent: a second fan-out of the same event (at-least-once relay) finds the
-    attempts there (unique event, webhook, attempt) and publishes none of them again."""
+Endpoint = tuple[ObjectId, ObjectId]  # (webhook, owner): what a `deliver` message wakes
+
+
+def fanout(event_id: ObjectId) -> list[Endpoint]:
+    """Create the first attempt of the event for each subscriber and queue it at its endpoint;
+    returns the endpoints to wake. Idempotent: a second fan-out of the same event (the relay is
+    at least once) finds the attempts there (unique event, webhook, attempt)."""
     event = events().find_one({"_id": event_id})
     if event is None:
         return []
     now = utcnow()
-    created = []
+    woken: list[Endpoint] = []
     for hook in subscribers(event):
         row = new_delivery(event=event, webhook_id=hook["_id"], attempt=1, due=now, now=now,
                            queued_until=now + _grace())
@@ -131,45 +131,76 @@ def fanout(event_id: ObjectId) -> list[ObjectId]:
             deliveries().insert_one(row)
         except DuplicateKeyError:
             continue
-        created.append(row["_id"])
-    log.info("event %s (%s) fanned out to %d webhook(s)", event_id, event["type"], len(created))
-    return created
+        enqueue([row], now)
+        woken.append((hook["_id"], event["owner"]))
+    # Only now has the event been relayed: until here, a lost or failed `fanout` message leaves
+    # it waiting, and the relay publishes it again after QUEUE_GRACE.
+    events().update_one({"_id": event_id}, {"$unset": {"due_at": ""}})
+    log.info("event %s (%s) fanned out to %d webhook(s)", event_id, event["type"], len(woken))
+    return woken
 
 
-# --- the sweep: pending attempts whose time has come and that nobody is running ---------------
+# --- queues per endpoint, in Redis -----------------------------------------------------------------
+#
+# taskapi:wq:{webhook}   the endpoint's attempts ready to run (a sorted set of delivery ids by
+#                        due time); a worker pops the oldest and holds
+# taskapi:dl:{delivery}  the attempt's lease while it runs (WEBHOOK_TIMEOUT_SECONDS + LEASE_MARGIN).
+# MongoDB stays the truth: the sweep finds every due attempt that is neither queued recently
+# nor leased (a lost queue entry, a worker killed mid-attempt, a retry whose time came) and
+# queues it again, so Redis only ever holds a faster path.
 
-def deliveries_to_publish(limit: int = 1000) -> list[ObjectId]:
-    """Pending attempts that are due, not queued and not held, skipping endpoints (and users)
-    already at their in-flight limit (their attempts wait here, not in the broker)."""
+POP_SCRIPT = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 1)
+if #ids == 0 then return false end
+redis.call('ZREM', KEYS[1], ids[1])
+redis.call('SET', ARGV[3] .. ids[1], '1', 'PX', ARGV[2])
+return ids[1]
+"""
+
+
+def _queue_key(webhook: ObjectId) -> str:
+    return f"{PREFIX}wq:{webhook}"
+
+
+def _lease_key(delivery: ObjectId | str) -> str:
+    return f"{PREFIX}dl:{delivery}"
+
+
+def enqueue(rows: list[dict[str, Any]], now: datetime) -> None:
+    """Queue these attempts at their endpoints, ready from their due time (or now)."""
+    pipe = get_redis().pipeline(transaction=False)
+    for row in rows:
+        due = max(aware(row["due_at"]), now)
+        pipe.zadd(_queue_key(row["webhook"]), {str(row["_id"]): int(due.timestamp() * 1000)}, nx=True)
+    pipe.execute()
+
+
+def _pop(webhook: ObjectId) -> ObjectId | None:
+    lease_ms = int(_lease().total_seconds() * 1000)
+    ident = redis_script(POP_SCRIPT)(keys=[_queue_key(webhook)],
+                                     args=[int(time.time() * 1000), lease_ms, f"{PREFIX}dl:"])
+    return ObjectId(ident.decode()) if ident else None
+
+
+def endpoints_to_wake(limit: int = 1000) -> list[Endpoint]:
+    """The sweep: due attempts not queued within QUEUE_GRACE and not running are queued again;
+    returns their endpoints to wake."""
     now = utcnow()
-    rows = list(deliveries().find({"due_at": {"$lte": now}},
-                                  {"_id": 1, "webhook": 1, "owner": 1, "queued_until": 1, "lease_until": 1})
-                .sort("due_at", ASCENDING).limit(limit))
-    rows = [row for row in rows if row["queued_until"] <= now and row["lease_until"] <= now]
+    rows = [row for row in deliveries().find({"due_at": {"$lte": now}},
+                                             {"_id": 1, "webhook": 1, "owner": 1, "due_at": 1, "queued_until": 1})
+            .sort("due_at", ASCENDING).limit(limit) if aware(row["queued_until"]) <= now]
     if not rows:
         return []
-    room = _room(rows, now)
-    chosen = []
-    for row in rows:
-        if room.get(("w", row["webhook"]), 0) > 0 and room.get(("u", row["owner"]), 0) > 0:
-            room[("w", row["webhook"])] -= 1
-            room[("u", row["owner"])] -= 1
-            chosen.append(row["_id"])
-    if chosen:
-        deliveries().update_many({"_id": {"$in": chosen}}, {"$set": {"queued_until": now + _grace()}})
-    return chosen
-
-
-def _room(rows: list[dict[str, Any]], now: datetime) -> dict[tuple[str, ObjectId], int]:
-    """How many more attempts each endpoint and each user may start now."""
-    config = current_app.config
-    keys = list(dict.fromkeys([("w", row["webhook"]) for row in rows] + [("u", row["owner"]) for row in rows]))
     pipe = get_redis().pipeline(transaction=False)
-    for kind, ident in keys:
-        pipe.zcount(_in_flight_key(kind, ident), now.timestamp(), "+inf")
-    counts = pipe.execute()
-    limits = {"w": config["WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT"], "u": config["WEBHOOK_MAX_IN_FLIGHT_PER_USER"]}
-    return {key: limits[key[0]] - int(count) for key, count in zip(keys, counts, strict=True)}
+    for row in rows:
+        pipe.exists(_lease_key(row["_id"]))
+    rows = [row for row, running in zip(rows, pipe.execute(), strict=True) if not running]
+    if not rows:
+        return []
+    enqueue(rows, now)
+    deliveries().update_many({"_id": {"$in": [row["_id"] for row in rows]}},
+                             {"$set": {"queued_until": now + _grace()}})
+    return list(dict.fromkeys((row["webhook"], row["owner"]) for row in rows))
 
 
 def _in_flight_key(kind: str, ident: ObjectId) -> str:
@@ -190,22 +221,45 @@ return 1
 """
 
 
-def _acquire(row: dict[str, Any], lease_end: datetime) -> bool:
-    config = current_app.config
-    keys = [_in_flight_key("w", row["webhook"]), _in_flight_key("u", row["owner"])]
-    args = [str(row["_id"]), time.time(), lease_end.timestamp(),
-            config["WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT"], config["WEBHOOK_MAX_IN_FLIGHT_PER_USER"]]
-    return bool(redis_script(ACQUIRE_SCRIPT)(keys=keys, args=args))
+class Slot:
+    """One of an endpoint's (and its user's) WEBHOOK_MAX_IN_FLIGHT_* places, held in Redis with a
+    lease, so a worker that dies frees its place when the lease ends."""
+
+    def __init__(self, webhook: ObjectId, owner: ObjectId) -> None:
+        self.keys = [_in_flight_key("w", webhook), _in_flight_key("u", owner)]
+        self.member = ObjectId().binary.hex()
+
+    def take(self, until: datetime) -> bool:
+        config = current_app.config
+        args = [self.member, time.time(), until.timestamp(), config["WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT"],
+                config["WEBHOOK_MAX_IN_FLIGHT_PER_USER"]]
+        return bool(redis_script(ACQUIRE_SCRIPT)(keys=self.keys, args=args))
+
+    def extend(self, until: datetime) -> None:
+        pipe = get_redis().pipeline(transaction=False)
+        for key in self.keys:
+            pipe.zadd(key, {self.member: until.timestamp()}, xx=True)
+            pipe.expireat(key, int(until.timestamp()) + 1)
+        pipe.execute()
+
+    def give_back(self) -> None:
+        pipe = get_redis().pipeline(transaction=False)
+        for key in self.keys:
+            pipe.zrem(key, self.member)
+        pipe.execute()
 
 
-def _release(row: dict[str, Any]) -> None:
-    pipe = get_redis().pipeline(transaction=False)
-    pipe.zrem(_in_flight_key("w", row["webhook"]), str(row["_id"]))
-    pipe.zrem(_in_flight_key("u", row["owner"]), str(row["_id"]))
-    pipe.execute()
+# --- attempts -------------------------------------------------------------------------------------
+#
+# A `deliver` message wakes one endpoint. Its worker takes a place of the endpoint (at most
+# WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT at once, WEBHOOK_MAX_IN_FLIGHT_PER_USER per user) and makes
+# the endpoint's ready attempts one after the other, for at most RUN_SECONDS: a busy endpoint
+# drains at the speed it answers, and a slow or dead one holds only its own places, never other
+# users' deliveries. A message that finds no free place does nothing: the endpoint's running
+# workers take its attempts.
 
+RUN_SECONDS = 20
 
-# --- one attempt ----------------------------------------------------------------------------------
 
 def sign(secret: str, event_id: str, timestamp: int, body: bytes) -> str:
     """A Standard Webhooks signature: `v1,` + base64 HMAC-SHA256 of `id.timestamp.body`, keyed
@@ -233,45 +287,60 @@ def policy() -> outbound.Policy:
                            ca_file=config["WEBHOOK_CA_FILE"])
 
 
-def deliver(delivery_id: ObjectId, *, render: Render) -> str | None:
-    """Run one pending attempt, if it is due and nobody holds it: sign, POST, record the outcome
-    and schedule the next attempt. Returns the outcome (None when there was nothing to do)."""
-    now = utcnow()
-    lease_end = now + _lease()
-    claimed = deliveries().update_one({"_id": delivery_id, "due_at": {"$lte": now}, "lease_until": {"$lte": now}},
-                                      {"$set": {"lease_until": lease_end}})
-    if not claimed.modified_count:
-        return None
-    row = deliveries().find_one({"_id": delivery_id})
-    assert row is not None
-    hook = webhooks().find_one({"_id": row["webhook"], "owner": row["owner"]})
+def deliver(webhook_id: ObjectId, owner: ObjectId, *, render: Render) -> bool:
+    """Make the endpoint's ready attempts, one after the other, if one of its places is free.
+    True when the run ended (RUN_SECONDS) with attempts still ready: wake the endpoint again."""
+    slot = Slot(webhook_id, owner)
+    if not slot.take(utcnow() + _lease()):
+        return False
+    try:
+        hook = webhooks().find_one({"_id": webhook_id, "owner": owner})
+        stop_at = time.monotonic() + RUN_SECONDS
+        while time.monotonic() < stop_at:
+            slot.extend(utcnow() + _lease())
+            ident = _pop(webhook_id)
+            if ident is None:
+                return False
+            row = deliveries().find_one({"_id": ident})
+            if row is None or row.get("due_at") is None:  # done meanwhile (a duplicate queue entry)
+                get_redis().delete(_lease_key(ident))
+                continue
+            _attempt(row, hook, render)
+        return True
+    finally:
+        slot.give_back()
+
+
+def _attempt(row: dict[str, Any], hook: dict[str, Any] | None, render: Render) -> str:
+    """One HTTP attempt of a claimed row, recorded."""
     event = events().find_one({"_id": row["event"]})
+    now = utcnow()
     if hook is None or event is None:
         return _finish(row, outbound.Result(None, 0, "webhook deleted" if hook is None else "event expired"),
                        retry=False)
     if not hook["active"] and not row["manual"] and row["event_type"] != PING:
         return _finish(row, outbound.Result(None, 0, "webhook disabled"), retry=False)
-    if not _acquire(row, lease_end):  # the endpoint or its user is at the in-flight limit: wait
-        deliveries().update_one({"_id": delivery_id}, {"$set": {"lease_until": EPOCH, "queued_until": EPOCH,
-                                                                "due_at": now + DEFER}})
-        return "deferred"
-    try:
-        body = render(event)
-        timestamp = int(time.time())
-        event_id = str(event["_id"])
-        signatures = " ".join(sign(secret, event_id, timestamp, body) for secret in signing_secrets(hook, now))
-        headers = {"webhook-id": event_id, "webhook-timestamp": str(timestamp), "webhook-signature": signatures,
-                   "Content-Type": "application/json"}
-        result = outbound.post(hook["url"], body, headers, policy())
-    finally:
-        _release(row)
-    return _finish(row, result, retry=not row["manual"], hook=hook)
+    body = render(event)
+    timestamp = int(time.time())
+    event_id = str(event["_id"])
+    signatures = " ".join(sign(secret, event_id, timestamp, body) for secret in signing_secrets(hook, now))
+    headers = {"webhook-id": event_id, "webhook-timestamp": str(timestamp), "webhook-signature": signatures,
+               "Content-Type": "application/json"}
+    result = outbound.post(hook["url"], body, headers, policy())
+    outcome = _finish(row, result, retry=not row["manual"], hook=hook)
+    if result.ok and hook.get("failing_since") is not None:
+        hook["failing_since"] = None
+    elif not result.ok and hook.get("failing_since") is None:
+        hook["failing_since"] = now
+    return outcome
 
 
 def _finish(row: dict[str, Any], result: outbound.Result, *, retry: bool,
             hook: dict[str, Any] | None = None) -> str:
-    """Record an attempt's outcome; on failure, the next attempt of the schedule is stored in
-    the same transaction, so a worker that dies here loses neither."""
+    """Record an attempt's outcome. On failure the next attempt of the schedule is stored first,
+    then this one is closed: a worker that dies in between leaves this attempt pending, to be
+    made again (at least once), and never loses the retry. No multi-document transaction here: on
+    the embedded server a worker killed inside one would hold the collection's writes for a minute."""
     now = utcnow()
     schedule = current_app.config["WEBHOOK_RETRY_SCHEDULE"]
     status = SUCCEEDED if result.ok else FAILED
@@ -279,23 +348,21 @@ def _finish(row: dict[str, Any], result: outbound.Result, *, retry: bool,
     if status == FAILED and retry and row["attempt"] <= len(schedule):
         upcoming = now + _seconds(schedule[row["attempt"] - 1])
     outcome = {"status": status, "response_status": result.status, "duration_ms": result.duration_ms,
-               "error": None if result.ok else (result.error or "failed")[:200], "next_attempt_at": upcoming,
-               "lease_until": EPOCH}
-
-    def write(session: ClientSession) -> None:
-        deliveries().update_one({"_id": row["_id"]}, {"$set": outcome, "$unset": {"due_at": ""}}, session=session)
-        if upcoming is not None:
-            event = {"_id": row["event"], "owner": row["owner"], "type": row["event_type"],
-                     "created_at": row["event_created_at"]}
-            following = new_delivery(event=event, webhook_id=row["webhook"], attempt=row["attempt"] + 1,
-                                     due=upcoming, now=now)
-            try:
-                deliveries().insert_one(following, session=session)
-            except DuplicateKeyError:  # the slot was taken by a redelivery: take the next free one
-                following["attempt"] = next_attempt(row["event"], row["webhook"], session)
-                deliveries().insert_one(following, session=session)
-
-    domain_events.in_transaction(write)
+               "error": None if result.ok else (result.error or "failed")[:200], "next_attempt_at": upcoming}
+    if upcoming is not None:
+        event = {"_id": row["event"], "owner": row["owner"], "type": row["event_type"],
+                 "created_at": row["event_created_at"]}
+        following = new_delivery(event=event, webhook_id=row["webhook"], attempt=row["attempt"] + 1,
+                                 due=upcoming, now=now, queued_until=upcoming)  # the sweep queues it when due
+        try:
+            deliveries().insert_one(following)
+        except DuplicateKeyError:  # stored by an earlier run of this attempt, or taken by a redelivery
+            if deliveries().find_one({"event": row["event"], "webhook": row["webhook"],
+                                      "attempt": row["attempt"] + 1, "manual": False}, {"_id": 1}) is None:
+                following["attempt"] = next_attempt(row["event"], row["webhook"])
+                deliveries().insert_one(following)
+    deliveries().update_one({"_id": row["_id"]}, {"$set": outcome, "$unset": {"due_at": ""}})
+    get_redis().delete(_lease_key(row["_id"]))
     _count(status, row, result, now)
     if hook is not None:
         _track_health(hook, ok=result.ok, now=now)
@@ -325,6 +392,7 @@ def _track_health(hook: dict[str, Any], *, ok: bool, now: datetime) -> None:
         reason = f"Every delivery failed from {since:%Y-%m-%d %H:%M:%S} UTC for {limit}; re-enable with active=true."
         webhooks().update_one({"_id": hook["_id"], "active": True},
                               {"$set": {"active": False, "disabled_reason": reason, "updated_at": now}})
+        hook["active"] = False  # the rest of this run skips it too
         log.warning("webhook %s disabled: %s", hook["_id"], reason)
 
 
@@ -367,46 +435,66 @@ def backlog(now: datetime | None = None) -> dict[str, int]:
 
 # --- reminders ------------------------------------------------------------------------------------
 
+REMINDER_LOCK = f"{PREFIX}lock:reminders"
+
+
 def fire_due_reminders(limit: int = BATCH) -> int:
     """Fire every reminder that is due: once per remind_at, whichever worker gets there first.
 
-    Each claim is one transaction: the task's remind_due cleared (if it still holds the value
-    read), reminded_at set and version raised, a `task.reminder` event and the email stored. A
-    second worker's claim of the same reminder matches nothing (or conflicts and, retried,
-    matches nothing), so it fires exactly once, and never without its event and email.
+    One worker at a time does this (a short Redis lock, so several workers do not race through
+    the same list); exactness does not depend on it. For each due task, its `task.reminder`
+    event and email are stored first, under ids derived from the task and its remind_at (a
+    second try stores nothing new), then the task is claimed: remind_due cleared if it still
+    holds the value read, reminded_at set, version raised. A worker that dies in between
+    leaves the claim to the next pass, which finds the event and email already there.
     """
-    now = utcnow()
-    fired = 0
-    for task in tasks().find({"remind_due": {"$lte": now}}).sort("remind_due", ASCENDING).limit(limit):
-        if _fire(task, now):
-            fired += 1
-            cache.bump(str(task["owner"]))
-    return fired
+    lock = get_redis().lock(REMINDER_LOCK, timeout=30, blocking=False)
+    if not lock.acquire():
+        return 0
+    try:
+        now = utcnow()
+        due = list(tasks().find({"remind_due": {"$lte": now}}).sort("remind_due", ASCENDING).limit(limit))
+        if not due:
+            return 0
+        owners = {user["_id"]: user for user in users().find({"_id": {"$in": list({t["owner"] for t in due})}},
+                                                             {"email": 1, "active": 1})}
+        fired = sum(_fire(task, owners.get(task["owner"]), now) for task in due)
+        for owner in {task["owner"] for task in due}:
+            cache.bump(str(owner))
+        return fired
+    finally:
+        try:
+            lock.release()
+        except redis.exceptions.LockError:  # held past its timeout; someone else may have it now
+            pass
 
 
-def _fire(task: dict[str, Any], now: datetime) -> bool:
+def reminder_id(task: dict[str, Any], kind: str) -> ObjectId:
+    """The id of a reminder's event or email: the same for every try of one task's remind_at."""
+    stamp = f"{task['_id']}:{aware(task['remind_due']).isoformat()}:{kind}"
+    return ObjectId(hashlib.sha256(stamp.encode()).digest()[:12])
+
+
+def _fire(task: dict[str, Any], owner: dict[str, Any] | None, now: datetime) -> bool:
     after = {**task, "reminded_at": now, "remind_due": None, "version": task["version"] + 1}
-    owner = users().find_one({"_id": task["owner"]}, {"email": 1, "active": 1})
-    letter = None
+    event = domain_events.event(type="task.reminder", owner=task["owner"], task=after, now=now)
+    event["_id"] = reminder_id(task, "event")
+    try:
+        events().insert_one(event)
+    except DuplicateKeyError:
+        pass
     if owner and owner.get("active", True) and current_app.config["SMTP_URL"]:
         letter = reminder_mail(owner["email"], task, now)
-
-    def write(session: ClientSession) -> bool:
-        claimed = tasks().update_one({"_id": task["_id"], "remind_due": task["remind_due"]},
-                                     {"$set": {"reminded_at": now, "remind_due": None}, "$inc": {"version": 1}},
-                                     session=session)
-        if not claimed.modified_count:
-            return False
-        domain_events.store([domain_events.event(type="task.reminder", owner=task["owner"], task=after, now=now)],
-                            session)
-        if letter is not None:
-            mails().insert_one(letter, session=session)
-        return True
-
-    done = domain_events.in_transaction(write)
-    if done:
+        letter["_id"] = reminder_id(task, "mail")
+        try:
+            mails().insert_one(letter)
+        except DuplicateKeyError:
+            pass
+    claimed = tasks().update_one({"_id": task["_id"], "remind_due": task["remind_due"]},
+                                 {"$set": {"reminded_at": now, "remind_due": None}, "$inc": {"version": 1}})
+    if claimed.modified_count:
         log.info("reminder fired for task %s (remind_at %s)", task["_id"], task["remind_at"])
-    return bool(done)
+    return bool(claimed.modified_count)
 
 
 def reminder_mail(to: str, task: dict[str, Any], now: datetime) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from taskapi.errors import Conflict, NotFound
 from taskapi.extensions import get_db
 from taskapi.ids import parse_object_id
 from taskapi.models.user import UserDoc, new_user, users
-from taskapi.services import tokens
+from taskapi.services import tokens, webhooks
 from taskapi.services.auth import revoke_and_update
 from taskapi.services.locks import LEASES, lease
 from taskapi.services.paging import decode_cursor, encode_cursor
@@ -98,6 +98,7 @@ def delete_user(*, user_id: str) -> dict[str, int]:
             require_another_admin(user["_id"])
         revoke_and_update(user["_id"], user.get("token_gen", 0), active=False)
         removed = erase_owner_data(owner=str(user["_id"]))
+        removed.update(webhooks.erase_owner_data(owner=str(user["_id"])))  # and nothing more is sent for them
         users().delete_one({"_id": user["_id"]})
     return removed
 

@@ -1,8 +1,8 @@
 """The notification worker (`flask --app wsgi worker`): Celery on BROKER_URL, plus the loops
 that feed it from MongoDB.
 
-What travels through the broker is only "do this row now": `fanout(event_id)`,
-`deliver(delivery_id)`, `send_mail(mail_id)`. Every state and every retry time lives in MongoDB
+What travels through the broker is only "work is waiting": `fanout(event_id)`,
+`deliver(webhook_id, owner_id)` (wake an endpoint), `send_mail(mail_id)`. Every state and every retry time lives in MongoDB
 (services/notifications.py), so the broker holds no ETAs and a lost message only delays work.
 Safety settings: acks after the work (a worker killed mid-task leaves its message to be
 redelivered), prefetch 1, JSON only, durable queues with versioned names (BROKER_QUEUE_PREFIX).
@@ -10,9 +10,9 @@ redelivered), prefetch 1, JSON only, durable queues with versioned names (BROKER
 The loops (one thread per worker process, every WORKER_POLL_MS):
   relay      events waiting in the outbox -> `fanout` messages (an event is marked relayed once
              the broker has it; with the broker down it stays waiting and is retried)
-  sweep      pending delivery attempts that are due (first attempts whose message was lost,
-             retries whose time has come, attempts of a dead worker once their lease ends)
-             -> `deliver` messages, skipping endpoints at their in-flight limit
+  sweep      due delivery attempts neither queued lately nor running (a retry whose time has
+             come, an attempt of a dead worker once its lease ends, a lost message) -> queued
+             at their endpoint again, and `deliver` messages to wake the endpoints
   reminders  due reminders fired (one transaction each: exactly once across workers)
   mail       mail waiting -> `send_mail` messages
 Any number of workers may run: each row is claimed atomically before it is worked on.
@@ -39,6 +39,8 @@ from taskapi.services import notifications
 
 log = logging.getLogger("taskapi.worker")
 STEP_TIMEOUT_SECONDS = 30  # no MongoDB operation of a step or a task waits longer than this
+# One quick second try: a pooled connection to a broker that restarted fails once, then reconnects.
+PUBLISH_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 TASK_SCHEMA = TaskSchema()
 
 
@@ -83,7 +85,9 @@ def make_celery(app: Flask) -> Celery:
         task_publish_retry=False,  # a publish that fails is the loop's to retry (the row stays waiting)
         broker_connection_timeout=2,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": 3600, "socket_timeout": 5, "socket_connect_timeout": 2},
+        # confirm_publish (RabbitMQ): a publish returns once the broker has the message.
+        broker_transport_options={"visibility_timeout": 3600, "socket_timeout": 5, "socket_connect_timeout": 2,
+                                  "confirm_publish": True},
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
         worker_send_task_events=False,
@@ -92,12 +96,14 @@ def make_celery(app: Flask) -> Celery:
 
     @celery.task(name="taskapi.fanout")
     def fanout(event_id: str) -> None:
-        for delivery_id in notifications.fanout(ObjectId(event_id)):
-            deliver.apply_async(args=[str(delivery_id)], retry=False)
+        for webhook, owner in notifications.fanout(ObjectId(event_id)):
+            deliver.apply_async(args=[str(webhook), str(owner)], retry=True, retry_policy=PUBLISH_RETRY)
 
     @celery.task(name="taskapi.deliver")
-    def deliver(delivery_id: str) -> None:
-        notifications.deliver(ObjectId(delivery_id), render=render_event)
+    def deliver(webhook_id: str, owner_id: str) -> None:
+        if notifications.deliver(ObjectId(webhook_id), ObjectId(owner_id), render=render_event):
+            deliver.apply_async(args=[webhook_id, owner_id], retry=True,  # a run ended with work left
+                                retry_policy=PUBLISH_RETRY)
 
     @celery.task(name="taskapi.send_mail")
     def send_mail(mail_id: str) -> None:
@@ -142,13 +148,15 @@ class Loops:
                         log.warning("%s: %s: %s (retrying)", name, exc.__class__.__name__, exc)
             self.stopping.wait(0 if busy else self.poll if not failing else max(self.poll, 1.0))
 
-    def publish(self, task: str, ids: list[ObjectId]) -> list[ObjectId]:
-        """Publish one message per id; returns those the broker took (stops at the first refusal)."""
-        sent: list[ObjectId] = []
+    def publish(self, task: str, ids: list[Any]) -> list[Any]:
+        """Publish one message per id (or tuple of ids); returns those the broker took (stops at the
+        first refusal)."""
+        sent: list[Any] = []
         for ident in ids:
+            args = [str(part) for part in ident] if isinstance(ident, tuple) else [str(ident)]
             try:
-                self.celery.send_task(f"taskapi.{task}", args=[str(ident)], queue=queue_names(self.app)[task],
-                                      retry=False)
+                self.celery.send_task(f"taskapi.{task}", args=args, queue=queue_names(self.app)[task], retry=True,
+                                      retry_policy=PUBLISH_RETRY)
             except Exception:
                 if not sent:
                     raise
@@ -161,19 +169,14 @@ class Loops:
         sent: list[ObjectId] = []
         try:
             sent = self.publish("fanout", waiting)
-        finally:
-            notifications.mark_relayed(sent)
+        finally:  # what the broker refused waits for the next pass (fan-out marks the rest relayed)
             notifications.release_events([ident for ident in waiting if ident not in set(sent)])
         return len(waiting)
 
     def sweep(self) -> int:
-        due = notifications.deliveries_to_publish()
-        sent: list[ObjectId] = []
-        try:
-            sent = self.publish("deliver", due)
-        finally:
-            notifications.unqueue("deliveries", [ident for ident in due if ident not in set(sent)])
-        return len(due)
+        endpoints = notifications.endpoints_to_wake()
+        self.publish("deliver", endpoints)  # what the broker refused is woken by the next sweep after QUEUE_GRACE
+        return len(endpoints)
 
     def mail(self) -> int:
         due = notifications.mails_to_publish()

@@ -69,8 +69,18 @@ class NotifyStack:
         for process in self.live_workers():
             process.stop()
 
-    def worker_logs(self, chars: int = 4000) -> str:
-        return "\n".join(f"--- {w.log_path.name} (tail) ---\n{w.log()[-chars:]}" for w in self.workers)
+    def worker_logs(self, chars: int = 1500) -> str:
+        """Each worker's warnings and errors, and the tail of its log; SecantusDB's warnings."""
+        parts = []
+        for w in self.workers:
+            text = w.log()
+            alarms = [line for line in text.splitlines() if " WARNING " in line or " ERROR " in line or "/ERROR" in line]
+            parts.append(f"\n--- {w.log_path.name}: warnings ---\n" + "\n".join(alarms[-15:])
+                         + f"\n--- {w.log_path.name} (tail) ---\n{text[-chars:]}")
+        db_log = self.mongo.log_path.read_text(errors="replace") if self.mongo.log_path.exists() else ""
+        alarms = [line for line in db_log.splitlines() if " WARNING " in line]
+        parts.append("\n--- SecantusDB warnings ---\n" + "\n".join(alarms[-10:]))
+        return "".join(parts)
 
     def user(self, email: str) -> dict[str, str]:
         return bearer(account(self.base, email)["access_token"])

@@ -155,23 +155,26 @@ def test_worker_killed_mid_burst_loses_no_event(notify: NotifyStack):
         assert len(notify.live_workers()) == 2, notify.worker_logs()
         expected = notify.events_of([c.task_id for c in made], "task.created")
         assert sorted(expected.values()) == sorted(c.task_id for c in made)  # one event per acknowledged create
-        # A delivery in flight on the dead worker is taken up within WEBHOOK_TIMEOUT_SECONDS + 60 s.
-        waited = wait_until(lambda: set(by_webhook_id(hook)) >= set(expected), 75, step=0.25)
+        # A delivery in flight on the dead worker is taken up within WEBHOOK_TIMEOUT_SECONDS + 60 s (+5 s slack).
+        deadline = killed["at"] + 2 + 60 + 5 - time.monotonic()
+        waited = wait_until(lambda: set(by_webhook_id(hook)) >= set(expected), deadline, step=0.25)
         got = by_webhook_id(hook)
         lost = sorted(set(expected) - set(got))
-        assert not lost, f"{len(lost)} events never delivered:\n" + notify.stuck_rows(lost) + notify.worker_logs()
-        assert set(got) == set(expected)
-        duplicates = check_deliveries(got, expected, keys, "task.created")
         acked = {c.task_id: c.acked_at for c in made}
-        delays = [got[e][0].at - acked[t] for e, t in expected.items()]
-        retried = notify.db.deliveries.count_documents({"event": {"$in": [ObjectId(e)
-                                                                            for e in expected]}, "attempt": {"$gt": 1}})
+        delays = [got[e][0].at - acked[t] for e, t in expected.items() if e in got]
+        retried = notify.db.deliveries.count_documents({"event": {"$in": [ObjectId(e) for e in expected]},
+                                                        "attempt": {"$gt": 1}})
         last = max(r.at for rs in got.values() for r in rs)
-    record("worker_kill9_burst", {
-        "creates": len(made), "burst_s": round(burst, 2), "events": len(expected), "delivered": len(got), "lost": 0,
-        "duplicates": duplicates, "retry_rows": retried, "received_before_kill": killed["received_before"],
-        "last_delivery_after_kill_s": round(last - killed["at"], 2), "waited_after_burst_s": round(waited, 1),
-        "delay_s": {"p50": percentile(delays, 0.5), "p95": percentile(delays, 0.95), "max": round(max(delays), 2)}})
+        stuck = notify.stuck_rows(lost)
+        record("worker_kill9_burst", {
+            "creates": len(made), "burst_s": round(burst, 2), "events": len(expected), "delivered": len(got),
+            "not_delivered_67s_after_kill": len(lost), "duplicates": sum(len(r) - 1 for r in got.values()),
+            "retry_rows": retried, "received_before_kill": killed["received_before"],
+            "last_delivery_after_kill_s": round(last - killed["at"], 2), "waited_after_burst_s": round(waited, 1),
+            "delay_s": {"p50": percentile(delays, 0.5), "p95": percentile(delays, 0.95), "max": round(max(delays), 2)}})
+        assert not lost, f"{len(lost)} events not delivered 67 s after the kill:\n" + stuck + notify.worker_logs()
+        assert set(got) == set(expected)
+        check_deliveries(got, expected, keys, "task.created")  # retries: same webhook-id, same event, signed
 
 
 # --- 6. API kill -9 right after acknowledging writes ---------------------------------------------------------
@@ -226,13 +229,29 @@ def test_200_reminders_due_at_once_fire_exactly_once(notify: NotifyStack):
     tag = secrets.token_hex(3)
     emails = [f"remind{n}-{tag}@example.com" for n in range(4)]
     users = [notify.user(email) for email in emails]
-    due = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=4)  # 3-4 s ahead, a whole second
+    # One whole second, far enough ahead that all 200 creates are in before it (~40 creates/s here).
+    due = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=10)
     due_mono = time.monotonic() + (due - datetime.now(UTC)).total_seconds()
     with receiver() as hook:
         keys = [notify.subscribe(h, hook.url, ["task.reminder"])["secret"] for h in users]
+        started = time.monotonic()
         made = create_tasks(notify.base, users, 200, threads=8, title=f"rem-{tag}",
                             body={"remind_at": due.strftime("%Y-%m-%dT%H:%M:%SZ")})
+        create_s = time.monotonic() - started
         created_before_due = sum(c.acked_at < due_mono for c in made)
+        assert created_before_due == 200, f"only {created_before_due} tasks were in before remind_at"
+        # When each reminder became visible as fired (reminded_at set), seen from outside every 0.2 s.
+        seen: dict[str, float] = {}
+        with requests.Session() as session:
+            while len(seen) < 200 and time.monotonic() < due_mono + 30:
+                for headers in users:
+                    page = session.get(f"{notify.base}{TASKS}?limit=100", headers=headers, timeout=10).json()
+                    now = time.monotonic()
+                    for item in page["items"]:
+                        if item["reminded_at"] and item["id"] not in seen:
+                            seen[item["id"]] = now
+                time.sleep(0.2)
+        visible_lag = [at - due_mono for at in seen.values()]
         wait_until(lambda: len(by_webhook_id(hook)) >= 200, 30)
         time.sleep(3)  # anything fired twice would arrive by now
         got = by_webhook_id(hook)
@@ -251,7 +270,7 @@ def test_200_reminders_due_at_once_fire_exactly_once(notify: NotifyStack):
                 fired = datetime.fromisoformat(task["reminded_at"].replace("Z", "+00:00"))
                 fired_lag.append((fired - due).total_seconds())
         arrivals = [got[e][0].at - due_mono for e in expected]
-        assert max(fired_lag) <= 2.0 and min(fired_lag) >= 0, (min(fired_lag), max(fired_lag))
+        assert min(fired_lag) >= 0, min(fired_lag)  # never early
         # One email per reminder, to the owner, naming the task's title.
         titles = {c.title: emails[c.owner] for c in made}
 
@@ -269,12 +288,24 @@ def test_200_reminders_due_at_once_fire_exactly_once(notify: NotifyStack):
             named.setdefault(hits[0], []).append(str(letter["To"]))
         assert len(letters) == 200 and sorted(named) == sorted(titles), (len(letters), len(named))
         assert all(to == [titles[t]] for t, to in named.items())
-    record("reminders_200", {"tasks": 200, "users": 4, "created_before_due": created_before_due,
+    record("reminders_200", {"tasks": 200, "users": 4, "create_s": round(create_s, 1),
+                             "created_before_due": created_before_due,
                              "events": len(expected), "webhook_ids": len(got), "duplicates": duplicates,
                              "reminded_at_minus_remind_at_s": {"min": round(min(fired_lag), 3),
+                                                               "p50": percentile(fired_lag, 0.5),
                                                                "max": round(max(fired_lag), 3)},
+                             "fired_visible_after_due_s": {"min": round(min(visible_lag), 2),
+                                                           "p50": percentile(visible_lag, 0.5),
+                                                           "max": round(max(visible_lag), 2)},
                              "webhook_arrival_after_due_s": {"min": round(min(arrivals), 2),
-                                                             "max": round(max(arrivals), 2)}, "emails": len(letters)})
+                                                             "p50": percentile(arrivals, 0.5),
+                                                             "max": round(max(arrivals), 2)},
+                             "emails": len(letters)})
+    # The contract: fired within REMINDER_MAX_DELAY_SECONDS (2 here) of remind_at. reminded_at is
+    # checked, and so is when GET first showed it (0.2 s polls: 0.5 s slack).
+    assert max(fired_lag) <= 2.0, f"reminded_at up to {max(fired_lag):.1f} s after remind_at"
+    assert len(seen) == 200 and max(visible_lag) <= 2.5, \
+        f"{len(seen)} reminders seen fired; the last {max(visible_lag):.1f} s after remind_at (allowed 2 s)"
 
 
 # --- 2. broker stopped for 10 s under write load -------------------------------------------------------------
@@ -290,12 +321,14 @@ def test_broker_stopped_under_write_load_then_everything_delivered(notify: Notif
             broker.stop_app()
             stop_s = time.monotonic() - t
             stopped_at = time.monotonic()
-            made, failures = write_tasks(notify.base, users, seconds=10, threads=4, pause=0.15, title="down")
-            outage = time.monotonic() - stopped_at
-            received_during = len(hook.received) - 4
-            restart_call = time.monotonic()
-            start_s = broker.start_app()
-            back_at = time.monotonic()
+            try:
+                made, failures = write_tasks(notify.base, users, seconds=10, threads=4, pause=0.15, title="down")
+                outage = time.monotonic() - stopped_at
+                received_during = len(hook.received) - 4
+            finally:
+                restart_call = time.monotonic()
+                start_s = broker.start_app()
+                back_at = time.monotonic()
             assert not failures, failures[:10]  # the API never talks to the broker
             assert len(made) >= 100
             expected = notify.events_of([c.task_id for c in made + first], "task.created")
@@ -303,13 +336,19 @@ def test_broker_stopped_under_write_load_then_everything_delivered(notify: Notif
             waited = wait_until(lambda: set(by_webhook_id(hook)) >= set(expected), 60, step=0.25)
             got = by_webhook_id(hook)
             lost = sorted(set(expected) - set(got))
-            assert not lost, (f"{len(lost)} of {len(expected)} events not delivered {waited:.0f} s after the broker "
-                              f"came back:\n" + notify.stuck_rows(lost) + notify.worker_logs())
-            duplicates = check_deliveries(got, expected, keys, "task.created")
-            after = sorted(r.at for e in expected for r in got[e] if r.at > restart_call)
+            after = sorted(r.at for e in expected if e in got for r in got[e] if r.at > restart_call)
+            stuck = notify.stuck_rows(lost)
+            publish_errors = sum(1 for w in notify.live_workers() for line in w.log().splitlines()
+                                 if "Task taskapi.fanout[" in line and "raised unexpected" in line)
     record("broker_down_10s", {"private_node": broker.node is not None, "stop_app_s": round(stop_s, 1),
                                "outage_s": round(outage, 1), "start_app_s": round(start_s, 1),
-                               "creates_during_outage": len(made), "all_201": True,
-                               "delivered_during_outage": received_during, "lost": 0, "duplicates": duplicates,
+                               "creates_during_outage": len(made), "all_201": not failures,
+                               "delivered_during_outage": received_during,
+                               "not_delivered_60s_after_broker_back": len(lost),
+                               "fanout_publish_errors_logged": publish_errors,
+                               "duplicates": sum(len(r) - 1 for r in got.values()),
                                "first_delivery_after_broker_back_s": round(after[0] - back_at, 2) if after else None,
-                               "all_delivered_after_broker_back_s": round(after[-1] - back_at, 2) if after else None})
+                               "last_delivery_after_broker_back_s": round(after[-1] - back_at, 2) if after else None})
+    assert not lost, (f"{len(lost)} of {len(expected)} events not delivered {waited:.0f} s after the broker came back:\n"
+                      + stuck + notify.worker_logs())
+    check_deliveries(got, expected, keys, "task.created")

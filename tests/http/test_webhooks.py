@@ -80,10 +80,14 @@ def event_docs(app, **query):
 
 
 def fan_out_task_created(app) -> tuple[dict, list[ObjectId]]:
+    """Fan the task.created event out as the worker does; returns it and the attempts it created."""
     with app.app_context():
         event = events().find_one({"type": "task.created"})
         assert event is not None
-        return event, notifications.fanout(event["_id"])
+        woken = notifications.fanout(event["_id"])
+        created = [row["_id"] for row in deliveries().find({"event": event["_id"]})]
+        assert len(woken) == len(created)  # one endpoint woken per attempt
+        return event, created
 
 
 # --- create, read, list ---------------------------------------------------------------------

@@ -47,10 +47,10 @@ def test_dockerignore_keeps_secrets_and_junk_out():
     assert {".git", ".venv", "var", ".env", "tests"} <= ignored
 
 
-def test_compose_wires_mongo_two_redis_app_and_nginx():
+def test_compose_wires_mongo_two_redis_rabbitmq_app_worker_and_nginx():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"mongo", "redis", "cache", "app", "nginx"}
+    assert set(services) == {"mongo", "redis", "cache", "rabbitmq", "app", "worker", "nginx"}
     redis_cmd, cache_cmd = services["redis"]["command"], services["cache"]["command"]
     assert redis_cmd[redis_cmd.index("--appendonly") + 1] == "yes"
     assert redis_cmd[redis_cmd.index("--maxmemory-policy") + 1] == "noeviction"
@@ -67,6 +67,24 @@ def test_compose_wires_mongo_two_redis_app_and_nginx():
     assert app["environment"]["CACHE_REDIS_URL"].startswith("redis://taskapi:${CACHE_REDIS_PASSWORD}@cache:")
     assert "${JWT_SECRET_KEY:?" in app["environment"]["JWT_SECRET_KEY"], "no default secret"
     assert app["expose"] == ["8000"] and app["environment"]["PORT"] == "8000"
+    # A task and its events are written in one transaction (the outbox): MongoDB must be a replica set.
+    assert "--replSet" in services["mongo"]["command"] and "replicaSet=" in app["environment"]["MONGODB_URI"]
+    # The worker: the app's image and environment plus the broker (which the API never uses).
+    worker = services["worker"]
+    assert worker["build"] == app["build"] and worker["command"] == ["flask", "--app", "wsgi", "worker"]
+    assert set(worker["environment"]) <= CONFIG_NAMES, set(worker["environment"]) - CONFIG_NAMES
+    for name in ("TASKAPI_ENV", "MONGODB_URI", "REDIS_URL", "CACHE_REDIS_URL", "JWT_SECRET_KEY"):
+        assert worker["environment"][name] == app["environment"][name], name
+    assert worker["environment"]["BROKER_URL"].startswith("amqp://${RABBITMQ_USER}:${RABBITMQ_PASSWORD}@rabbitmq:")
+    assert "BROKER_URL" not in app["environment"]
+    assert {"mongo", "redis", "cache", "rabbitmq"} <= set(worker["depends_on"])
+    from config import get_config, parse_duration
+
+    assert parse_duration(worker["stop_grace_period"]) > get_config("testing").WEBHOOK_TIMEOUT_SECONDS
+    rabbit = services["rabbitmq"]
+    for name in ("RABBITMQ_DEFAULT_USER", "RABBITMQ_DEFAULT_PASS"):
+        assert rabbit["environment"][name].startswith("${") and ":?" in rabbit["environment"][name], name
+    assert "rabbitmq-diagnostics" in rabbit["healthcheck"]["test"]
     # Only Nginx is published; everything else is on the internal network only.
     assert compose["networks"]["backend"]["internal"] is True
     for name, service in services.items():
