@@ -3,6 +3,7 @@
 Tasks gain remind_at / reminded_at / remind_due (null on existing tasks) and an index on
 remind_due, the worker's query for reminders that are due. Events, deliveries and mail that
 wait for the worker carry `due_at` (sparse index); a TTL index keeps 30 days of each.
+Pending deliveries carry `sweep_at` instead (when the sweep looks at them next).
 Written out rather than read from the models, so this step does the same whenever it runs.
 """
 
@@ -22,7 +23,7 @@ def upgrade(db):
                                name="deliveries_log")
     db.deliveries.create_index([("event", ASCENDING), ("webhook", ASCENDING), ("attempt", ASCENDING)],
                                name="deliveries_attempt", unique=True)
-    db.deliveries.create_index([("due_at", ASCENDING)], name="deliveries_due_at", sparse=True)
+    db.deliveries.create_index([("sweep_at", ASCENDING)], name="deliveries_sweep_at", sparse=True)
     db.deliveries.create_index([("created_at", ASCENDING)], name="deliveries_retention",
                                expireAfterSeconds=RETENTION_SECONDS)
     db.mails.create_index([("due_at", ASCENDING)], name="mails_due_at", sparse=True)

@@ -8,8 +8,8 @@ A delivery is one attempt to send one event to one webhook: the log shows every 
   {_id, owner, webhook, event, event_type, event_created_at, attempt (1, 2, ...), manual (a redelivery),
    status: pending | succeeded | failed, response_status, duration_ms, error,
    created_at, next_attempt_at (pending: when it runs; failed: when the retry runs, None when final),
-   due_at (present only while pending: the worker's sweep index),
-   queued_until (queued at its endpoint in Redis; not queued again before then)}
+   due_at (present only while pending: when it may run),
+   sweep_at (present only while pending: when the worker's sweep looks at it again)}
 While an attempt runs, its lease is a Redis key (services/notifications.py), not a field here.
 """
 
@@ -67,7 +67,7 @@ class Delivery(Document):
     created_at = DateTimeField(required=True)
     next_attempt_at = DateTimeField(null=True)
     due_at = DateTimeField(null=True)
-    queued_until = DateTimeField(null=True)
+    sweep_at = DateTimeField(null=True)
 
     meta = {
         "collection": "deliveries",
@@ -75,7 +75,7 @@ class Delivery(Document):
         "indexes": [
             {"fields": ["owner", "webhook", "_id"], "name": "deliveries_log"},  # a webhook's log, newest first
             {"fields": ["event", "webhook", "attempt"], "name": "deliveries_attempt", "unique": True},
-            {"fields": ["due_at"], "name": "deliveries_due_at", "sparse": True},  # pending attempts
+            {"fields": ["sweep_at"], "name": "deliveries_sweep_at", "sparse": True},  # pending attempts
             {"fields": ["created_at"], "name": "deliveries_retention", "expireAfterSeconds": 30 * 86400},
         ],
         "auto_create_index": False,

@@ -3,11 +3,12 @@ webhooks, one delivery attempt, reminders, mail. The worker (taskapi/worker) cal
 publishes what they return; MongoDB holds every state and every retry time, so a message the
 broker loses, or a worker killed mid-attempt, only delays work: the sweeps find it again.
 
-Rows waiting for the worker (events, pending deliveries, mail) carry `due_at`; a worker that
-queues or publishes one sets `queued_until` (not queued again before then), and one that runs
-it holds a lease (a delivery's in Redis, a mail's in `lease_until`). A lease outlives
-WEBHOOK_TIMEOUT_SECONDS by LEASE_MARGIN, and QUEUE_GRACE is short enough that an attempt whose
-worker died is made by another within the timeout + 60 s.
+Rows waiting for the worker (events, pending deliveries, mail) carry `due_at`. A pending
+delivery also carries `sweep_at` (when the sweep looks at it again) and an email `queued_until`
+(not published again before then); one that runs holds a lease (a delivery's in Redis, an
+email's in `lease_until`). A lease outlives
+WEBHOOK_TIMEOUT_SECONDS by LEASE_MARGIN (15 s), so an attempt whose worker died is queued again
+by the sweep, and made by another worker, within the timeout + 60 s.
 """
 
 from __future__ import annotations
@@ -16,17 +17,19 @@ import base64
 import hashlib
 import hmac
 import logging
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pymongo
 import redis
 from bson import ObjectId
 from flask import current_app
 from pymongo import ASCENDING
 from pymongo.client_session import ClientSession
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from taskapi.clock import utcnow
 from taskapi.extensions import PREFIX, get_redis, redis_script
@@ -43,7 +46,8 @@ log = logging.getLogger("taskapi.worker")
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 LEASE_MARGIN = timedelta(seconds=15)
-QUEUE_GRACE = timedelta(seconds=30)  # a queued row not started by then (lease + this) is queued again
+QUEUE_GRACE = timedelta(seconds=30)  # an event published but not fanned out by then is published again
+REQUEUE_AFTER = timedelta(seconds=10)  # an attempt or mail queued but not started by then is queued again
 DEFER = timedelta(seconds=1)  # an endpoint at its in-flight limit: try the attempt again this much later
 MAIL_MAX_ATTEMPTS = 6
 BATCH = 200
@@ -60,7 +64,10 @@ def _lease() -> timedelta:
 
 
 def _grace() -> timedelta:
-    return _lease() + QUEUE_GRACE
+    """How long a queued attempt or mail may wait before the sweep queues it again. A running
+    one is never queued again (its lease is checked), so this only bounds how long a lost
+    message or queue entry delays its row."""
+    return REQUEUE_AFTER
 
 
 # --- relay: events -> broker --------------------------------------------------------------------
@@ -85,11 +92,10 @@ def release_events(event_ids: list[ObjectId]) -> None:
         events().update_many({"_id": {"$in": event_ids}}, {"$set": {"due_at": EPOCH}})
 
 
-def unqueue(kind: str, ids: list[ObjectId]) -> None:
-    """The broker refused these rows' messages ("deliveries" or "mails"): publish them again on the next sweep."""
+def unqueue_mails(ids: list[ObjectId]) -> None:
+    """The broker refused these emails' messages: publish them again on the next pass."""
     if ids:
-        (deliveries() if kind == "deliveries" else mails()).update_many({"_id": {"$in": ids}},
-                                                                         {"$set": {"queued_until": EPOCH}})
+        mails().update_many({"_id": {"$in": ids}}, {"$set": {"queued_until": EPOCH}})
 
 
 # --- fan-out: one event -> one pending delivery per subscribed webhook --------------------------
@@ -105,11 +111,11 @@ def subscribers(event: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def new_delivery(*, event: dict[str, Any], webhook_id: ObjectId, attempt: int, due: datetime, now: datetime,
-                 manual: bool = False, queued_until: datetime = EPOCH) -> dict[str, Any]:
+                 manual: bool = False, sweep_at: datetime = EPOCH) -> dict[str, Any]:
     return {"_id": ObjectId(), "owner": event["owner"], "webhook": webhook_id, "event": event["_id"],
             "event_type": event["type"], "event_created_at": event["created_at"], "attempt": attempt,
             "manual": manual, "status": PENDING, "response_status": None, "duration_ms": None, "error": None,
-            "created_at": now, "next_attempt_at": due, "due_at": due, "queued_until": queued_until}
+            "created_at": now, "next_attempt_at": due, "due_at": due, "sweep_at": sweep_at}
 
 
 Endpoint = tuple[ObjectId, ObjectId]  # (webhook, owner): what a `deliver` message wakes
@@ -126,7 +132,7 @@ def fanout(event_id: ObjectId) -> list[Endpoint]:
     woken: list[Endpoint] = []
     for hook in subscribers(event):
         row = new_delivery(event=event, webhook_id=hook["_id"], attempt=1, due=now, now=now,
-                           queued_until=now + _grace())
+                           sweep_at=now + _grace())
         try:
             deliveries().insert_one(row)
         except DuplicateKeyError:
@@ -166,6 +172,11 @@ def _lease_key(delivery: ObjectId | str) -> str:
     return f"{PREFIX}dl:{delivery}"
 
 
+def forget_queue(webhook: ObjectId) -> None:
+    """A deleted endpoint's queue."""
+    get_redis().delete(_queue_key(webhook))
+
+
 def enqueue(rows: list[dict[str, Any]], now: datetime) -> None:
     """Queue these attempts at their endpoints, ready from their due time (or now)."""
     pipe = get_redis().pipeline(transaction=False)
@@ -183,23 +194,23 @@ def _pop(webhook: ObjectId) -> ObjectId | None:
 
 
 def endpoints_to_wake(limit: int = 1000) -> list[Endpoint]:
-    """The sweep: due attempts not queued within QUEUE_GRACE and not running are queued again;
-    returns their endpoints to wake."""
+    """The sweep: pending attempts whose `sweep_at` has come (a retry now due, a redelivery, one
+    queued REQUEUE_AFTER ago and not yet made) are queued at their endpoint again unless one is
+    running, and looked at again REQUEUE_AFTER later; returns the endpoints to wake. The query
+    is on `sweep_at` alone, so attempts waiting behind a slow endpoint never crowd out others'."""
     now = utcnow()
-    rows = [row for row in deliveries().find({"due_at": {"$lte": now}},
-                                             {"_id": 1, "webhook": 1, "owner": 1, "due_at": 1, "queued_until": 1})
-            .sort("due_at", ASCENDING).limit(limit) if aware(row["queued_until"]) <= now]
+    rows = list(deliveries().find({"sweep_at": {"$lte": now}}, {"_id": 1, "webhook": 1, "owner": 1, "due_at": 1})
+                .sort("sweep_at", ASCENDING).limit(limit))
     if not rows:
         return []
+    deliveries().update_many({"_id": {"$in": [row["_id"] for row in rows]}}, {"$set": {"sweep_at": now + _grace()}})
     pipe = get_redis().pipeline(transaction=False)
     for row in rows:
         pipe.exists(_lease_key(row["_id"]))
-    rows = [row for row, running in zip(rows, pipe.execute(), strict=True) if not running]
+    rows = [row for row, running in zip(rows, pipe.execute(), strict=True) if not running]  # running: look later
     if not rows:
         return []
     enqueue(rows, now)
-    deliveries().update_many({"_id": {"$in": [row["_id"] for row in rows]}},
-                             {"$set": {"queued_until": now + _grace()}})
     return list(dict.fromkeys((row["webhook"], row["owner"]) for row in rows))
 
 
@@ -259,6 +270,13 @@ class Slot:
 # workers take its attempts.
 
 RUN_SECONDS = 20
+HOOK_FRESH_SECONDS = 1.0
+STOPPING = threading.Event()  # set when the worker shuts down: runs stop taking attempts
+
+
+def stop_runs() -> None:
+    """SIGTERM: endpoint runs finish the attempt in hand and take no more."""
+    STOPPING.set()
 
 
 def sign(secret: str, event_id: str, timestamp: int, body: bytes) -> str:
@@ -293,22 +311,26 @@ def deliver(webhook_id: ObjectId, owner: ObjectId, *, render: Render) -> bool:
     slot = Slot(webhook_id, owner)
     if not slot.take(utcnow() + _lease()):
         return False
+    stop_at = time.monotonic() + RUN_SECONDS
+    hook, read_at = None, 0.0
     try:
-        hook = webhooks().find_one({"_id": webhook_id, "owner": owner})
-        stop_at = time.monotonic() + RUN_SECONDS
-        while time.monotonic() < stop_at:
-            slot.extend(utcnow() + _lease())
-            ident = _pop(webhook_id)
-            if ident is None:
-                return False
-            row = deliveries().find_one({"_id": ident})
-            if row is None or row.get("due_at") is None:  # done meanwhile (a duplicate queue entry)
-                get_redis().delete(_lease_key(ident))
-                continue
-            _attempt(row, hook, render)
-        return True
+        while time.monotonic() < stop_at and not STOPPING.is_set():
+            with pymongo.timeout(_lease().total_seconds()):  # each attempt's MongoDB work has its own budget
+                slot.extend(utcnow() + _lease())
+                ident = _pop(webhook_id)
+                if ident is None:
+                    break
+                row = deliveries().find_one({"_id": ident})
+                if row is None or row.get("due_at") is None:  # done meanwhile (a duplicate queue entry)
+                    get_redis().delete(_lease_key(ident))
+                    continue
+                if time.monotonic() - read_at > HOOK_FRESH_SECONDS:  # a PATCH or rotation applies within 1 s
+                    hook, read_at = webhooks().find_one({"_id": webhook_id, "owner": owner}), time.monotonic()
+                _attempt(row, hook, render)
     finally:
         slot.give_back()
+    # Attempts left, or queued while this run was ending (their wake found no free place): wake again.
+    return not STOPPING.is_set() and bool(get_redis().zcount(_queue_key(webhook_id), "-inf", int(time.time() * 1000)))
 
 
 def _attempt(row: dict[str, Any], hook: dict[str, Any] | None, render: Render) -> str:
@@ -353,7 +375,7 @@ def _finish(row: dict[str, Any], result: outbound.Result, *, retry: bool,
         event = {"_id": row["event"], "owner": row["owner"], "type": row["event_type"],
                  "created_at": row["event_created_at"]}
         following = new_delivery(event=event, webhook_id=row["webhook"], attempt=row["attempt"] + 1,
-                                 due=upcoming, now=now, queued_until=upcoming)  # the sweep queues it when due
+                                 due=upcoming, now=now, sweep_at=upcoming)  # the sweep queues it when due
         try:
             deliveries().insert_one(following)
         except DuplicateKeyError:  # stored by an earlier run of this attempt, or taken by a redelivery
@@ -361,7 +383,7 @@ def _finish(row: dict[str, Any], result: outbound.Result, *, retry: bool,
                                       "attempt": row["attempt"] + 1, "manual": False}, {"_id": 1}) is None:
                 following["attempt"] = next_attempt(row["event"], row["webhook"])
                 deliveries().insert_one(following)
-    deliveries().update_one({"_id": row["_id"]}, {"$set": outcome, "$unset": {"due_at": ""}})
+    deliveries().update_one({"_id": row["_id"]}, {"$set": outcome, "$unset": {"due_at": "", "sweep_at": ""}})
     get_redis().delete(_lease_key(row["_id"]))
     _count(status, row, result, now)
     if hook is not None:
@@ -442,26 +464,35 @@ def fire_due_reminders(limit: int = BATCH) -> int:
     """Fire every reminder that is due: once per remind_at, whichever worker gets there first.
 
     One worker at a time does this (a short Redis lock, so several workers do not race through
-    the same list); exactness does not depend on it. For each due task, its `task.reminder`
-    event and email are stored first, under ids derived from the task and its remind_at (a
-    second try stores nothing new), then the task is claimed: remind_due cleared if it still
-    holds the value read, reminded_at set, version raised. A worker that dies in between
-    leaves the claim to the next pass, which finds the event and email already there.
+    the same list). A batch of due tasks is claimed first, in one conditional update: only tasks
+    still armed and due (not done, not re-armed for later meanwhile) get reminded_at, a version
+    one higher and remind_due = FIRING. Then the claimed tasks' `task.reminder` events and emails
+    are stored, under ids derived from each task and its new version, and remind_due is cleared.
+    A worker that dies in between leaves tasks at FIRING, which the next pass (they sort first)
+    finishes, storing nothing twice.
     """
     lock = get_redis().lock(REMINDER_LOCK, timeout=30, blocking=False)
     if not lock.acquire():
         return 0
     try:
         now = utcnow()
-        due = list(tasks().find({"remind_due": {"$lte": now}}).sort("remind_due", ASCENDING).limit(limit))
+        due = [task["_id"] for task in tasks().find({"remind_due": {"$lte": now}}, {"_id": 1})
+               .sort("remind_due", ASCENDING).limit(limit)]
         if not due:
             return 0
-        owners = {user["_id"]: user for user in users().find({"_id": {"$in": list({t["owner"] for t in due})}},
-                                                             {"email": 1, "active": 1})}
-        fired = sum(_fire(task, owners.get(task["owner"]), now) for task in due)
-        for owner in {task["owner"] for task in due}:
-            cache.bump(str(owner))
-        return fired
+        tasks().update_many({"_id": {"$in": due}, "remind_due": {"$lte": now, "$gt": FIRING}},
+                            {"$set": {"reminded_at": now, "remind_due": FIRING}, "$inc": {"version": 1}})
+        claimed = list(tasks().find({"_id": {"$in": due}, "remind_due": FIRING}))
+        for owner in {task["owner"] for task in claimed}:
+            cache.bump(str(owner))  # reminded_at shows at once, before the announcements are stored
+        if claimed:
+            owners = {user["_id"]: user for user in
+                      users().find({"_id": {"$in": list({t["owner"] for t in claimed})}}, {"email": 1, "active": 1})}
+            _announce(claimed, owners, now)
+            tasks().update_many({"_id": {"$in": [t["_id"] for t in claimed]}, "remind_due": FIRING},
+                                {"$set": {"remind_due": None}})
+            log.info("%d reminder(s) fired", len(claimed))
+        return len(claimed)
     finally:
         try:
             lock.release()
@@ -469,32 +500,38 @@ def fire_due_reminders(limit: int = BATCH) -> int:
             pass
 
 
+FIRING = EPOCH  # remind_due of a task whose reminder is claimed and being announced
+
+
 def reminder_id(task: dict[str, Any], kind: str) -> ObjectId:
-    """The id of a reminder's event or email: the same for every try of one task's remind_at."""
-    stamp = f"{task['_id']}:{aware(task['remind_due']).isoformat()}:{kind}"
-    return ObjectId(hashlib.sha256(stamp.encode()).digest()[:12])
+    """The id of a reminder's event or email: the same for every try of one firing (the claim
+    raised the version, so a later firing of the same remind_at gets new ids)."""
+    return ObjectId(hashlib.sha256(f"{task['_id']}:{task['version']}:{kind}".encode()).digest()[:12])
 
 
-def _fire(task: dict[str, Any], owner: dict[str, Any] | None, now: datetime) -> bool:
-    after = {**task, "reminded_at": now, "remind_due": None, "version": task["version"] + 1}
-    event = domain_events.event(type="task.reminder", owner=task["owner"], task=after, now=now)
-    event["_id"] = reminder_id(task, "event")
+def _announce(claimed: list[dict[str, Any]], owners: dict[ObjectId, dict[str, Any]], now: datetime) -> None:
+    """The claimed reminders' events and emails, each stored once."""
+    found, letters = [], []
+    for task in claimed:
+        after = {**task, "remind_due": None}
+        found.append({**domain_events.event(type="task.reminder", owner=task["owner"], task=after, now=now),
+                      "_id": reminder_id(task, "event")})
+        owner = owners.get(task["owner"])
+        if owner and owner.get("active", True) and current_app.config["SMTP_URL"]:
+            letters.append({**reminder_mail(owner["email"], task, now), "_id": reminder_id(task, "mail")})
+    _insert_new(events(), found)
+    _insert_new(mails(), letters)
+
+
+def _insert_new(collection: Any, documents: list[dict[str, Any]]) -> None:
+    """Insert what is not there yet (a retry after a crash finds some already stored)."""
+    if not documents:
+        return
     try:
-        events().insert_one(event)
-    except DuplicateKeyError:
-        pass
-    if owner and owner.get("active", True) and current_app.config["SMTP_URL"]:
-        letter = reminder_mail(owner["email"], task, now)
-        letter["_id"] = reminder_id(task, "mail")
-        try:
-            mails().insert_one(letter)
-        except DuplicateKeyError:
-            pass
-    claimed = tasks().update_one({"_id": task["_id"], "remind_due": task["remind_due"]},
-                                 {"$set": {"reminded_at": now, "remind_due": None}, "$inc": {"version": 1}})
-    if claimed.modified_count:
-        log.info("reminder fired for task %s (remind_at %s)", task["_id"], task["remind_at"])
-    return bool(claimed.modified_count)
+        collection.insert_many(documents, ordered=False)
+    except BulkWriteError as exc:
+        if any(error.get("code") != 11000 for error in exc.details.get("writeErrors", [])):
+            raise
 
 
 def reminder_mail(to: str, task: dict[str, Any], now: datetime) -> dict[str, Any]:
@@ -515,9 +552,9 @@ def new_mail(*, to: str, subject: str, text: str, kind: str, now: datetime) -> d
 
 def mails_to_publish(limit: int = BATCH) -> list[ObjectId]:
     now = utcnow()
-    rows = mails().find({"due_at": {"$lte": now}}, {"_id": 1, "queued_until": 1, "lease_until": 1}) \
-        .sort("due_at", ASCENDING).limit(limit)
-    chosen = [row["_id"] for row in rows if row["queued_until"] <= now and row["lease_until"] <= now]
+    rows = mails().find({"due_at": {"$lte": now}, "queued_until": {"$lte": now}, "lease_until": {"$lte": now}},
+                        {"_id": 1}).sort("due_at", ASCENDING).limit(limit)
+    chosen = [row["_id"] for row in rows]
     if chosen:
         mails().update_many({"_id": {"$in": chosen}}, {"$set": {"queued_until": now + _grace()}})
     return chosen

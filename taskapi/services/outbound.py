@@ -102,7 +102,7 @@ def parse_networks(text: str) -> tuple[Network, ...]:
         if not item:
             continue
         try:
-            networks.append(ipaddress.ip_network(item))
+            networks.append(ipaddress.ip_network(item, strict=False))
         except ValueError as exc:
             raise ValueError(f"not a network: {item!r} ({exc})") from None
     return tuple(networks)

@@ -96,6 +96,7 @@ def delete_webhook(*, owner: str, webhook_id: str) -> None:
     hook = get_webhook(owner=owner, webhook_id=webhook_id)
     webhooks().delete_one({"_id": hook["_id"], "owner": hook["owner"]})
     deliveries().delete_many({"owner": hook["owner"], "webhook": hook["_id"]})
+    notifications.forget_queue(hook["_id"])
 
 
 def rotate_secret(*, owner: str, webhook_id: str) -> str:
@@ -103,8 +104,9 @@ def rotate_secret(*, owner: str, webhook_id: str) -> str:
     hook = get_webhook(owner=owner, webhook_id=webhook_id)
     now = utcnow()
     secret = new_secret()
-    kept = [s if s.get("expires_at") else {**s, "expires_at": now + ROTATION_OVERLAP}
-            for s in hook["secrets"] if s.get("expires_at") is None or notifications.aware(s["expires_at"]) > now]
+    # The secret in use until now signs for 24 h more; one rotated out earlier stops now (two
+    # signatures at most).
+    kept = [{**s, "expires_at": now + ROTATION_OVERLAP} for s in hook["secrets"] if s.get("expires_at") is None]
     webhooks().update_one({"_id": hook["_id"], "owner": hook["owner"]},
                           {"$set": {"secrets": [{"value": secret, "expires_at": None}, *kept], "updated_at": now}})
     return secret
@@ -142,7 +144,7 @@ def redeliver(*, owner: str, webhook_id: str, delivery_id: str) -> dict[str, Any
     for _ in range(20):
         attempt = notifications.next_attempt(row["event"], hook["_id"])
         fresh = notifications.new_delivery(event=event, webhook_id=hook["_id"], attempt=attempt, due=now, now=now,
-                                           manual=True)
+                                           manual=True)  # sweep_at now: the next sweep queues it
         try:
             deliveries().insert_one(fresh)
             return fresh

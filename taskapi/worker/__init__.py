@@ -65,8 +65,11 @@ def make_celery(app: Flask) -> Celery:
 
     class AppTask(Task):
         def __call__(self, *args: Any, **kwargs: Any) -> Any:
-            with app.app_context(), pymongo.timeout(STEP_TIMEOUT_SECONDS):
-                return self.run(*args, **kwargs)
+            with app.app_context():
+                if self.name == "taskapi.deliver":  # a run of attempts: each has a budget of its own
+                    return self.run(*args, **kwargs)
+                with pymongo.timeout(STEP_TIMEOUT_SECONDS):
+                    return self.run(*args, **kwargs)
 
     celery = Celery("taskapi", broker=app.config["BROKER_URL"], task_cls=AppTask, set_as_current=False)
     queues = queue_names(app)
@@ -184,7 +187,7 @@ class Loops:
         try:
             sent = self.publish("send_mail", due)
         finally:
-            notifications.unqueue("mails", [ident for ident in due if ident not in set(sent)])
+            notifications.unqueue_mails([ident for ident in due if ident not in set(sent)])
         return len(due)
 
 
@@ -202,6 +205,7 @@ def run_worker(app: Flask, *, concurrency: int, loglevel: str) -> None:
     @signals.worker_shutting_down.connect(weak=False)
     def stopping(**_: Any) -> None:
         loops.stopping.set()
+        notifications.stop_runs()
 
     loops.start()
     try:

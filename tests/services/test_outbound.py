@@ -233,7 +233,8 @@ def test_parse_networks():
     assert parse_networks(" fd00::/8 192.168.0.0/16,") == (ipaddress.ip_network("fd00::/8"),
                                                            ipaddress.ip_network("192.168.0.0/16"))
     assert parse_networks("") == ()
-    for bad in ("10.0.0.1/8", "10.0.0.0/33", "ten", "10.0.0.0/8, nope"):
+    assert parse_networks("10.0.0.1/8") == (ipaddress.ip_network("10.0.0.0/8"),)  # host bits ignored, as config does
+    for bad in ("10.0.0.0/33", "ten", "10.0.0.0/8, nope"):
         with pytest.raises(ValueError):
             parse_networks(bad)
 
