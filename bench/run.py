@@ -285,7 +285,7 @@ def writes_phase(results: Results, work: Path) -> None:
                 results.notes["tasks_written"] = client.get_default_database().tasks.estimated_document_count()
 
 
-NOTIFY_SETTINGS = {"WEBHOOK_ALLOW_HTTP": "true", "WEBHOOK_ALLOW_NETWORKS": "127.0.0.1/32", "WORKER_POLL_MS": "100",
+NOTIFY_SETTINGS = {"WEBHOOK_ALLOW_HTTP": "true", "WEBHOOK_ALLOW_NETWORKS": "127.0.0.1/32",
                    "WORKER_CONCURRENCY": "8"}
 DELIVERY_RATE, DELIVERY_SECONDS, BACKLOG = 50, int(os.environ.get("BENCH_DELIVERY_SECONDS", "30")), 2000
 

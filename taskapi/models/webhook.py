@@ -9,7 +9,8 @@ A delivery is one attempt to send one event to one webhook: the log shows every 
    status: pending | succeeded | failed, response_status, duration_ms, error,
    created_at, next_attempt_at (pending: when it runs; failed: when the retry runs, None when final),
    due_at (present only while pending: when it may run),
-   sweep_at (present only while pending: when the worker's sweep looks at it again)}
+   sweep_at (present only while pending: when the worker's sweep looks at it again),
+   payload (the JSON body, rendered once at fan-out: every attempt of the event sends the same bytes)}
 While an attempt runs, its lease is a Redis key (services/notifications.py), not a field here.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from mongoengine import (
+    BinaryField,
     BooleanField,
     DateTimeField,
     Document,
@@ -68,6 +70,7 @@ class Delivery(Document):
     next_attempt_at = DateTimeField(null=True)
     due_at = DateTimeField(null=True)
     sweep_at = DateTimeField(null=True)
+    payload = BinaryField()  # the body receivers get, rendered once at fan-out
 
     meta = {
         "collection": "deliveries",

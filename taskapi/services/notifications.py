@@ -27,7 +27,7 @@ import pymongo
 import redis
 from bson import ObjectId
 from flask import current_app
-from pymongo import ASCENDING
+from pymongo import ASCENDING, UpdateOne
 from pymongo.client_session import ClientSession
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -100,14 +100,13 @@ def unqueue_mails(ids: list[ObjectId]) -> None:
 
 # --- fan-out: one event -> one pending delivery per subscribed webhook --------------------------
 
-def subscribers(event: dict[str, Any]) -> list[dict[str, Any]]:
-    """The webhooks an event goes to: the one it names (a ping), or the owner's active webhooks
-    that subscribe to its type or to everything."""
+def subscribers(event: dict[str, Any], owners_hooks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The webhooks an event goes to: the one it names (a ping, active or not), or those of the
+    owner's active webhooks that subscribe to its type or to everything."""
     if event.get("webhook") is not None:
         hook = webhooks().find_one({"_id": event["webhook"], "owner": event["owner"]})
         return [hook] if hook else []
-    return list(webhooks().find({"owner": event["owner"], "active": True,
-                                 "events": {"$in": [event["type"], ALL_EVENTS]}}))
+    return [hook for hook in owners_hooks if event["type"] in hook["events"] or ALL_EVENTS in hook["events"]]
 
 
 def new_delivery(*, event: dict[str, Any], webhook_id: ObjectId, attempt: int, due: datetime, now: datetime,
@@ -121,29 +120,35 @@ def new_delivery(*, event: dict[str, Any], webhook_id: ObjectId, attempt: int, d
 Endpoint = tuple[ObjectId, ObjectId]  # (webhook, owner): what a `deliver` message wakes
 
 
-def fanout(event_id: ObjectId) -> list[Endpoint]:
-    """Create the first attempt of the event for each subscriber and queue it at its endpoint;
-    returns the endpoints to wake. Idempotent: a second fan-out of the same event (the relay is
-    at least once) finds the attempts there (unique event, webhook, attempt)."""
-    event = events().find_one({"_id": event_id})
-    if event is None:
+def fanout(event_ids: list[ObjectId], *, render: Render) -> list[Endpoint]:
+    """Create the first attempt of each event for each subscriber, with the body receivers get
+    (rendered once, so every attempt sends the same bytes), and queue it at its endpoint;
+    returns the endpoints to wake. A batch costs a few MongoDB operations, not a few per event.
+    Idempotent: a second fan-out of an event (the relay is at least once) finds its attempts
+    there (unique event, webhook, attempt) and adds none."""
+    batch = list(events().find({"_id": {"$in": event_ids}}))
+    if not batch:
         return []
     now = utcnow()
-    woken: list[Endpoint] = []
-    for hook in subscribers(event):
-        row = new_delivery(event=event, webhook_id=hook["_id"], attempt=1, due=now, now=now,
-                           sweep_at=now + _grace())
-        try:
-            deliveries().insert_one(row)
-        except DuplicateKeyError:
-            continue
-        enqueue([row], now)
-        woken.append((hook["_id"], event["owner"]))
-    # Only now has the event been relayed: until here, a lost or failed `fanout` message leaves
-    # it waiting, and the relay publishes it again after QUEUE_GRACE.
-    events().update_one({"_id": event_id}, {"$unset": {"due_at": ""}})
-    log.info("event %s (%s) fanned out to %d webhook(s)", event_id, event["type"], len(woken))
-    return woken
+    owners = list({event["owner"] for event in batch if event.get("webhook") is None})
+    hooks: dict[ObjectId, list[dict[str, Any]]] = {}
+    for hook in webhooks().find({"owner": {"$in": owners}, "active": True}) if owners else []:
+        hooks.setdefault(hook["owner"], []).append(hook)
+    rows = []
+    for event in batch:
+        for hook in subscribers(event, hooks.get(event["owner"], [])):
+            row = new_delivery(event=event, webhook_id=hook["_id"], attempt=1, due=now, now=now,
+                               sweep_at=now + _grace())
+            row["payload"] = render(event)
+            rows.append(row)
+    stored = _insert_new(deliveries(), rows)
+    enqueue(stored, now)
+    # Only now have the events been relayed: until here, a lost or failed `fanout` message leaves
+    # them waiting, and the relay publishes them again after QUEUE_GRACE.
+    events().update_many({"_id": {"$in": [event["_id"] for event in batch]}}, {"$unset": {"due_at": ""}})
+    for event in batch:
+        log.info("event %s (%s) fanned out", event["_id"], event["type"])
+    return list(dict.fromkeys((row["webhook"], row["owner"]) for row in stored))
 
 
 # --- queues per endpoint, in Redis -----------------------------------------------------------------
@@ -156,11 +161,12 @@ def fanout(event_id: ObjectId) -> list[Endpoint]:
 # queues it again, so Redis only ever holds a faster path.
 
 POP_SCRIPT = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 1)
-if #ids == 0 then return false end
-redis.call('ZREM', KEYS[1], ids[1])
-redis.call('SET', ARGV[3] .. ids[1], '1', 'PX', ARGV[2])
-return ids[1]
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[4]))
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('SET', ARGV[3] .. id, '1', 'PX', ARGV[2])
+end
+return ids
 """
 
 
@@ -186,11 +192,12 @@ def enqueue(rows: list[dict[str, Any]], now: datetime) -> None:
     pipe.execute()
 
 
-def _pop(webhook: ObjectId) -> ObjectId | None:
-    lease_ms = int(_lease().total_seconds() * 1000)
-    ident = redis_script(POP_SCRIPT)(keys=[_queue_key(webhook)],
-                                     args=[int(time.time() * 1000), lease_ms, f"{PREFIX}dl:"])
-    return ObjectId(ident.decode()) if ident else None
+def _pop(webhook: ObjectId, count: int, lease: timedelta) -> list[ObjectId]:
+    """Up to `count` ready attempts of the endpoint, each leased for `lease`."""
+    idents = redis_script(POP_SCRIPT)(keys=[_queue_key(webhook)],
+                                      args=[int(time.time() * 1000), int(lease.total_seconds() * 1000),
+                                            f"{PREFIX}dl:", count])
+    return [ObjectId(ident.decode()) for ident in idents]
 
 
 def endpoints_to_wake(limit: int = 1000) -> list[Endpoint]:
@@ -305,51 +312,104 @@ def policy() -> outbound.Policy:
                            ca_file=config["WEBHOOK_CA_FILE"])
 
 
+POP_MAX = 10  # attempts taken at once from an endpoint that answers quickly
+FAST_SECONDS = 0.5
+BATCH_LEASE_CAP = timedelta(seconds=45)  # a batch's lease stays under the timeout + 60 s takeover
+
+
 def deliver(webhook_id: ObjectId, owner: ObjectId, *, render: Render) -> bool:
     """Make the endpoint's ready attempts, one after the other, if one of its places is free.
-    True when the run ended (RUN_SECONDS) with attempts still ready: wake the endpoint again."""
+    True when the run ended (RUN_SECONDS) with attempts still ready: wake the endpoint again.
+
+    An endpoint that answers within FAST_SECONDS has its attempts taken up to POP_MAX at a time
+    (one read for the batch, one write for their outcomes); a slower one, one at a time. A batch
+    whose lease would end before its next attempt could finish is left to the sweep."""
     slot = Slot(webhook_id, owner)
     if not slot.take(utcnow() + _lease()):
         return False
     stop_at = time.monotonic() + RUN_SECONDS
-    hook, read_at = None, 0.0
+    timeout = float(current_app.config["WEBHOOK_TIMEOUT_SECONDS"])
+    hook, read_at, count = None, 0.0, 1
     try:
         while time.monotonic() < stop_at and not STOPPING.is_set():
-            with pymongo.timeout(_lease().total_seconds()):  # each attempt's MongoDB work has its own budget
-                slot.extend(utcnow() + _lease())
-                ident = _pop(webhook_id)
-                if ident is None:
+            lease = min(_seconds(count * timeout), BATCH_LEASE_CAP) + LEASE_MARGIN
+            lease_ends = time.monotonic() + lease.total_seconds()
+            with pymongo.timeout(lease.total_seconds()):  # each batch's MongoDB work has its own budget
+                slot.extend(utcnow() + lease)
+                idents = _pop(webhook_id, count, lease)
+                if not idents:
                     break
-                row = deliveries().find_one({"_id": ident})
-                if row is None or row.get("due_at") is None:  # done meanwhile (a duplicate queue entry)
-                    get_redis().delete(_lease_key(ident))
-                    continue
+                rows = {row["_id"]: row for row in deliveries().find({"_id": {"$in": idents}})}
                 if time.monotonic() - read_at > HOOK_FRESH_SECONDS:  # a PATCH or rotation applies within 1 s
                     hook, read_at = webhooks().find_one({"_id": webhook_id, "owner": owner}), time.monotonic()
-                _attempt(row, hook, render)
+                log_book = Outcomes()
+                fast = True
+                for ident in idents:
+                    row = rows.get(ident)
+                    if row is None or row.get("due_at") is None:  # done meanwhile (a duplicate queue entry)
+                        log_book.release(ident)
+                        continue
+                    if time.monotonic() + timeout > lease_ends:  # could outlive its lease: the sweep takes it
+                        continue
+                    began = time.monotonic()
+                    _attempt(row, hook, render, log_book)
+                    fast = fast and time.monotonic() - began < FAST_SECONDS
+                log_book.write()
+                count = POP_MAX if fast else 1
     finally:
         slot.give_back()
     # Attempts left, or queued while this run was ending (their wake found no free place): wake again.
     return not STOPPING.is_set() and bool(get_redis().zcount(_queue_key(webhook_id), "-inf", int(time.time() * 1000)))
 
 
-def _attempt(row: dict[str, Any], hook: dict[str, Any] | None, render: Render) -> str:
-    """One HTTP attempt of a claimed row, recorded."""
-    event = events().find_one({"_id": row["event"]})
+class Outcomes:
+    """Attempt outcomes of one batch, written together: one bulk write to MongoDB, then one Redis
+    round trip that ends their leases and counts them. A worker that dies before writing leaves
+    the attempts pending: made again (at least once), never lost."""
+
+    def __init__(self) -> None:
+        self.updates: list[UpdateOne] = []
+        self.leases: list[str] = []
+        self.counts: list[tuple[str, dict[str, Any], outbound.Result, datetime]] = []
+
+    def add(self, row: dict[str, Any], outcome: dict[str, Any], status: str, result: outbound.Result,
+            now: datetime) -> None:
+        self.updates.append(UpdateOne({"_id": row["_id"]}, {"$set": outcome, "$unset": {"due_at": "", "sweep_at": ""}}))
+        self.leases.append(_lease_key(row["_id"]))
+        self.counts.append((status, row, result, now))
+
+    def release(self, ident: ObjectId) -> None:
+        self.leases.append(_lease_key(ident))
+
+    def write(self) -> None:
+        if self.updates:
+            deliveries().bulk_write(self.updates, ordered=False)
+        if self.leases:
+            get_redis().delete(*self.leases)
+        if self.counts:
+            _count(self.counts)
+
+
+def _attempt(row: dict[str, Any], hook: dict[str, Any] | None, render: Render, log_book: Outcomes) -> str:
+    """One HTTP attempt of a leased row; its outcome goes to `log_book`. The body is the one
+    rendered at fan-out (rendered from the event for an attempt stored without it)."""
     now = utcnow()
-    if hook is None or event is None:
+    body = row.get("payload")
+    if body is None and hook is not None:
+        event = events().find_one({"_id": row["event"]})
+        body = render(event) if event is not None else None
+    if hook is None or body is None:
         return _finish(row, outbound.Result(None, 0, "webhook deleted" if hook is None else "event expired"),
-                       retry=False)
+                       log_book, retry=False)
     if not hook["active"] and not row["manual"] and row["event_type"] != PING:
-        return _finish(row, outbound.Result(None, 0, "webhook disabled"), retry=False)
-    body = render(event)
+        return _finish(row, outbound.Result(None, 0, "webhook disabled"), log_book, retry=False)
     timestamp = int(time.time())
-    event_id = str(event["_id"])
+    event_id = str(row["event"])
     signatures = " ".join(sign(secret, event_id, timestamp, body) for secret in signing_secrets(hook, now))
     headers = {"webhook-id": event_id, "webhook-timestamp": str(timestamp), "webhook-signature": signatures,
                "Content-Type": "application/json"}
     result = outbound.post(hook["url"], body, headers, policy())
-    outcome = _finish(row, result, retry=not row["manual"], hook=hook)
+    outcome = _finish(row, result, log_book, retry=not row["manual"], hook=hook)
     if result.ok and hook.get("failing_since") is not None:
         hook["failing_since"] = None
     elif not result.ok and hook.get("failing_since") is None:
@@ -357,7 +417,7 @@ def _attempt(row: dict[str, Any], hook: dict[str, Any] | None, render: Render) -
     return outcome
 
 
-def _finish(row: dict[str, Any], result: outbound.Result, *, retry: bool,
+def _finish(row: dict[str, Any], result: outbound.Result, log_book: Outcomes, *, retry: bool,
             hook: dict[str, Any] | None = None) -> str:
     """Record an attempt's outcome. On failure the next attempt of the schedule is stored first,
     then this one is closed: a worker that dies in between leaves this attempt pending, to be
@@ -376,6 +436,8 @@ def _finish(row: dict[str, Any], result: outbound.Result, *, retry: bool,
                  "created_at": row["event_created_at"]}
         following = new_delivery(event=event, webhook_id=row["webhook"], attempt=row["attempt"] + 1,
                                  due=upcoming, now=now, sweep_at=upcoming)  # the sweep queues it when due
+        if row.get("payload") is not None:
+            following["payload"] = row["payload"]
         try:
             deliveries().insert_one(following)
         except DuplicateKeyError:  # stored by an earlier run of this attempt, or taken by a redelivery
@@ -383,9 +445,7 @@ def _finish(row: dict[str, Any], result: outbound.Result, *, retry: bool,
                                       "attempt": row["attempt"] + 1, "manual": False}, {"_id": 1}) is None:
                 following["attempt"] = next_attempt(row["event"], row["webhook"])
                 deliveries().insert_one(following)
-    deliveries().update_one({"_id": row["_id"]}, {"$set": outcome, "$unset": {"due_at": "", "sweep_at": ""}})
-    get_redis().delete(_lease_key(row["_id"]))
-    _count(status, row, result, now)
+    log_book.add(row, outcome, status, result, now)
     if hook is not None:
         _track_health(hook, ok=result.ok, now=now)
     log.info("delivery %s event %s webhook %s attempt %d: %s%s", row["_id"], row["event"], row["webhook"],
@@ -424,17 +484,18 @@ METRICS_KEY = f"{PREFIX}metrics:deliveries"
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
-def _count(status: str, row: dict[str, Any], result: outbound.Result, now: datetime) -> None:
+def _count(outcomes: list[tuple[str, dict[str, Any], outbound.Result, datetime]]) -> None:
     try:
         pipe = get_redis().pipeline(transaction=False)
-        pipe.hincrby(METRICS_KEY, f"status:{status}", 1)
-        if result.ok:
-            latency = max((now - aware(row["event_created_at"])).total_seconds(), 0.0)
-            for bound in LATENCY_BUCKETS:
-                if latency <= bound:
-                    pipe.hincrby(METRICS_KEY, f"le:{bound}", 1)
-            pipe.hincrby(METRICS_KEY, "le:+Inf", 1)
-            pipe.hincrbyfloat(METRICS_KEY, "latency_sum", latency)
+        for status, row, result, now in outcomes:
+            pipe.hincrby(METRICS_KEY, f"status:{status}", 1)
+            if result.ok:
+                latency = max((now - aware(row["event_created_at"])).total_seconds(), 0.0)
+                for bound in LATENCY_BUCKETS:
+                    if latency <= bound:
+                        pipe.hincrby(METRICS_KEY, f"le:{bound}", 1)
+                pipe.hincrby(METRICS_KEY, "le:+Inf", 1)
+                pipe.hincrbyfloat(METRICS_KEY, "latency_sum", latency)
         pipe.execute()
     except redis.RedisError as exc:  # metrics never fail a delivery
         log.warning("delivery metrics not recorded (%s)", exc.__class__.__name__)
@@ -523,15 +584,19 @@ def _announce(claimed: list[dict[str, Any]], owners: dict[ObjectId, dict[str, An
     _insert_new(mails(), letters)
 
 
-def _insert_new(collection: Any, documents: list[dict[str, Any]]) -> None:
-    """Insert what is not there yet (a retry after a crash finds some already stored)."""
+def _insert_new(collection: Any, documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Insert what is not there yet (a retry finds some already stored); returns what was new."""
     if not documents:
-        return
+        return []
     try:
         collection.insert_many(documents, ordered=False)
     except BulkWriteError as exc:
-        if any(error.get("code") != 11000 for error in exc.details.get("writeErrors", [])):
+        errors = exc.details.get("writeErrors", [])
+        if any(error.get("code") != 11000 for error in errors):
             raise
+        taken = {error["index"] for error in errors}
+        return [doc for index, doc in enumerate(documents) if index not in taken]
+    return documents
 
 
 def reminder_mail(to: str, task: dict[str, Any], now: datetime) -> dict[str, Any]:

@@ -145,6 +145,8 @@ def redeliver(*, owner: str, webhook_id: str, delivery_id: str) -> dict[str, Any
         attempt = notifications.next_attempt(row["event"], hook["_id"])
         fresh = notifications.new_delivery(event=event, webhook_id=hook["_id"], attempt=attempt, due=now, now=now,
                                            manual=True)  # sweep_at now: the next sweep queues it
+        if row.get("payload") is not None:
+            fresh["payload"] = row["payload"]
         try:
             deliveries().insert_one(fresh)
             return fresh

@@ -1,7 +1,7 @@
 """The notification worker (`flask --app wsgi worker`): Celery on BROKER_URL, plus the loops
 that feed it from MongoDB.
 
-What travels through the broker is only "work is waiting": `fanout(event_id)`,
+What travels through the broker is only "work is waiting": `fanout(*event_ids)`,
 `deliver(webhook_id, owner_id)` (wake an endpoint), `send_mail(mail_id)`. Every state and every retry time lives in MongoDB
 (services/notifications.py), so the broker holds no ETAs and a lost message only delays work.
 Safety settings: acks after the work (a worker killed mid-task leaves its message to be
@@ -40,6 +40,7 @@ from taskapi.services import notifications
 log = logging.getLogger("taskapi.worker")
 STEP_TIMEOUT_SECONDS = 30  # no MongoDB operation of a step or a task waits longer than this
 # One quick second try: a pooled connection to a broker that restarted fails once, then reconnects.
+FANOUT_BATCH = 50  # events per `fanout` message
 PUBLISH_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 TASK_SCHEMA = TaskSchema()
 
@@ -98,8 +99,8 @@ def make_celery(app: Flask) -> Celery:
     )
 
     @celery.task(name="taskapi.fanout")
-    def fanout(event_id: str) -> None:
-        for webhook, owner in notifications.fanout(ObjectId(event_id)):
+    def fanout(*event_ids: str) -> None:
+        for webhook, owner in notifications.fanout([ObjectId(ident) for ident in event_ids], render=render_event):
             deliver.apply_async(args=[str(webhook), str(owner)], retry=True, retry_policy=PUBLISH_RETRY)
 
     @celery.task(name="taskapi.deliver")
@@ -169,11 +170,13 @@ class Loops:
 
     def relay(self) -> int:
         waiting = notifications.events_to_relay()
-        sent: list[ObjectId] = []
+        batches = [tuple(waiting[i:i + FANOUT_BATCH]) for i in range(0, len(waiting), FANOUT_BATCH)]
+        sent: list[tuple[ObjectId, ...]] = []
         try:
-            sent = self.publish("fanout", waiting)
+            sent = self.publish("fanout", batches)
         finally:  # what the broker refused waits for the next pass (fan-out marks the rest relayed)
-            notifications.release_events([ident for ident in waiting if ident not in set(sent)])
+            taken = {ident for batch in sent for ident in batch}
+            notifications.release_events([ident for ident in waiting if ident not in taken])
         return len(waiting)
 
     def sweep(self) -> int:

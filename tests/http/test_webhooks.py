@@ -14,6 +14,7 @@ from taskapi.models.event import events
 from taskapi.models.task import tasks
 from taskapi.models.webhook import deliveries, webhooks
 from taskapi.services import notifications
+from taskapi.worker import render_event
 from tests.helpers import assert_problem, bearer, claims_of, login, register
 
 WEBHOOKS = "/api/v1/webhooks"
@@ -84,7 +85,7 @@ def fan_out_task_created(app) -> tuple[dict, list[ObjectId]]:
     with app.app_context():
         event = events().find_one({"type": "task.created"})
         assert event is not None
-        woken = notifications.fanout(event["_id"])
+        woken = notifications.fanout([event["_id"]], render=render_event)
         created = [row["_id"] for row in deliveries().find({"event": event["_id"]})]
         assert len(woken) == len(created)  # one endpoint woken per attempt
         return event, created
@@ -251,7 +252,7 @@ def test_delete_then_404(app, client, headers):
     client.post(f"{url}/ping", headers=headers)
     with app.app_context():
         ping = events().find_one({"type": "webhook.ping"})
-        assert notifications.fanout(ping["_id"])
+        assert notifications.fanout([ping["_id"]], render=render_event)
     response = client.delete(url, headers=headers)
     assert response.status_code == 204 and response.get_data() == b""
     for again in (client.get(url, headers=headers), client.delete(url, headers=headers),
@@ -448,7 +449,7 @@ def test_ping_queues_one_ping_event_for_that_webhook(app, client, headers, user_
     assert ping["owner"] == ObjectId(claims_of(user_tokens["access_token"])["sub"])
     assert ping["data"] == {}
     with app.app_context():
-        created = notifications.fanout(ping["_id"])
+        created = notifications.fanout([ping["_id"]], render=render_event)
     assert len(created) == 1  # to that webhook alone
     log = client.get(f"{WEBHOOKS}/{hook['id']}/deliveries", headers=headers).get_json()["items"]
     assert [(d["event_id"], d["event_type"]) for d in log] == [(body["event_id"], "webhook.ping")]
@@ -475,7 +476,7 @@ def test_delivery_log_and_redelivery(app, client, headers):
     assert str(event["data"]["task"]["_id"]) == task["id"]
     assert len(created) == 1  # the subscribed, active webhook only
     with app.app_context():
-        assert notifications.fanout(event["_id"]) == []  # a second fan-out adds nothing
+        assert notifications.fanout([event["_id"]], render=render_event) == []  # a second fan-out adds nothing
 
     base = f"{WEBHOOKS}/{hook['id']}/deliveries"
     response = client.get(base, headers=headers)
