@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import redis
 from bson import ObjectId
 from flask import current_app
 from pymongo.client_session import ClientSession
@@ -208,12 +211,33 @@ def update_task(*, owner: str, task_id: str, changes: dict[str, Any], replace: b
                 events.store(events.task_write_events(before=before, after=after, now=at), session)
             return written.matched_count
 
-        if events.in_transaction(write):
+        with task_lock(oid):
+            written = events.in_transaction(write)
+        if written:
             cache.bump(owner)
             return updated
         if precondition is not None:
             raise PreconditionFailed()
     raise ServiceUnavailable("The task is being changed by many requests at once; retry shortly.")
+
+
+@contextmanager
+def task_lock(oid: ObjectId) -> Iterator[None]:
+    """Writers of one task take turns (a short Redis lock), so their transactions never conflict:
+    SecantusDB retries a conflicting transactional write inside the server for as long as the
+    other stays open, and 30 parallel PATCHes of one task ran out of their time budget there.
+    The version check still decides who wins; the lock only orders the attempts."""
+    lock = get_redis().lock(f"{PREFIX}lock:task:{oid}", timeout=5, sleep=0.005,
+                            blocking_timeout=current_app.config["MONGODB_REQUEST_TIMEOUT_MS"] / 1000)
+    if not lock.acquire():
+        raise ServiceUnavailable("The task is being changed by many requests at once; retry shortly.")
+    try:
+        yield
+    finally:
+        try:
+            lock.release()
+        except redis.exceptions.LockError:  # held past its timeout; the version check kept it safe
+            pass
 
 
 def _version_filter(oid: ObjectId, owner: str, version: int) -> dict[str, Any]:
@@ -246,7 +270,9 @@ def delete_task(*, owner: str, task_id: str, precondition: Precondition | None =
             events.store(events.task_write_events(before=gone, after=None, now=now), session)
         return deleted
 
-    if events.in_transaction(write) == 0:
+    with task_lock(query["_id"]):
+        deleted = events.in_transaction(write)
+    if deleted == 0:
         get_task(owner=owner, task_id=task_id)  # gone: 404
         raise PreconditionFailed()  # still there: it changed under the If-Match
     release_slots(owner, 1)
