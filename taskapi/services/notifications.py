@@ -28,7 +28,6 @@ import redis
 from bson import ObjectId
 from flask import current_app
 from pymongo import ASCENDING, UpdateOne
-from pymongo.client_session import ClientSession
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from taskapi.clock import utcnow
@@ -48,7 +47,6 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 LEASE_MARGIN = timedelta(seconds=15)
 QUEUE_GRACE = timedelta(seconds=30)  # an event published but not fanned out by then is published again
 REQUEUE_AFTER = timedelta(seconds=10)  # an attempt or mail queued but not started by then is queued again
-DEFER = timedelta(seconds=1)  # an endpoint at its in-flight limit: try the attempt again this much later
 MAIL_MAX_ATTEMPTS = 6
 BATCH = 200
 
@@ -453,9 +451,9 @@ def _finish(row: dict[str, Any], result: outbound.Result, log_book: Outcomes, *,
     return status
 
 
-def next_attempt(event_id: ObjectId, webhook_id: ObjectId, session: ClientSession | None = None) -> int:
+def next_attempt(event_id: ObjectId, webhook_id: ObjectId) -> int:
     last = deliveries().find_one({"event": event_id, "webhook": webhook_id}, {"attempt": 1},
-                                 sort=[("attempt", -1)], session=session)
+                                 sort=[("attempt", -1)])
     return (last["attempt"] if last else 0) + 1
 
 
