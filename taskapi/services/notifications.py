@@ -510,8 +510,8 @@ def backlog(now: datetime | None = None) -> dict[str, int]:
     now = now or utcnow()
     late = now - _seconds(current_app.config["REMINDER_MAX_DELAY_SECONDS"])
     return {"events_waiting": events().count_documents({"due_at": {"$lte": datetime(9999, 1, 1, tzinfo=UTC)}}),
-            "reminders_due": tasks().count_documents({"remind_due": {"$lte": now}}),
-            "reminders_late": tasks().count_documents({"remind_due": {"$lte": late}})}
+            "reminders_due": tasks().count_documents({"remind_due": armed_until(now)}),
+            "reminders_late": tasks().count_documents({"remind_due": armed_until(late)})}
 
 
 # --- reminders ------------------------------------------------------------------------------------
@@ -535,7 +535,7 @@ def fire_due_reminders(limit: int = BATCH) -> int:
         return 0
     try:
         now = utcnow()
-        due = [task["_id"] for task in tasks().find({"remind_due": {"$lte": now}}, {"_id": 1})
+        due = [task["_id"] for task in tasks().find({"remind_due": armed_until(now)}, {"_id": 1})
                .sort("remind_due", ASCENDING).limit(limit)]
         if not due:
             return 0
@@ -559,7 +559,17 @@ def fire_due_reminders(limit: int = BATCH) -> int:
             pass
 
 
-FIRING = EPOCH  # remind_due of a task whose reminder is claimed and being announced
+# remind_due of a task whose reminder is claimed and being announced: before every remind_at the
+# API accepts (those start in 1970), so claimed tasks sort first and no real reminder looks claimed.
+FIRING = datetime(1969, 12, 31, tzinfo=UTC)
+
+
+def armed_until(moment: datetime) -> dict[str, datetime]:
+    """remind_due from FIRING to `moment`: the reminders due by then, claimed ones first. The
+    lower bound matters: most tasks have remind_due null, which sorts before every date, and
+    SecantusDB walks a range open at the bottom from the index's start (measured: 65 ms on 2 000
+    tasks, growing with the collection, against 1 ms bounded); MongoDB reads the same entries."""
+    return {"$gte": FIRING, "$lte": moment}
 
 
 def reminder_id(task: dict[str, Any], kind: str) -> ObjectId:

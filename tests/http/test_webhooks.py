@@ -679,6 +679,16 @@ def test_a_due_reminder_fires_once_and_shows_in_the_task(app, client, headers):
         assert notifications.fire_due_reminders() == 0
 
 
+def test_the_earliest_remind_at_the_api_accepts_fires_like_any_other(app, client, headers):
+    task = create_task(client, headers, remind_at="1970-01-01T00:00:00Z")
+    with app.app_context():
+        assert notifications.fire_due_reminders() == 1
+        assert notifications.fire_due_reminders() == 0
+    shown = client.get(f"{TASKS}/{task['id']}", headers=headers).get_json()
+    assert shown["reminded_at"] is not None and shown["version"] == task["version"] + 1
+    assert len(event_docs(app, type="task.reminder")) == 1
+
+
 def test_a_list_holding_the_wildcard_means_every_event(client, headers):
     response = client.post(WEBHOOKS, json={"url": HOOK_URL, "events": ["task.created", "*", "task.created"]},
                            headers=headers)
