@@ -14,6 +14,7 @@ by the sweep, and made by another worker, within the timeout + 60 s.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -123,7 +124,10 @@ def fanout(event_ids: list[ObjectId], *, render: Render) -> list[Endpoint]:
     (rendered once, so every attempt sends the same bytes), and queue it at its endpoint;
     returns the endpoints to wake. A batch costs a few MongoDB operations, not a few per event.
     Idempotent: a second fan-out of an event (the relay is at least once) finds its attempts
-    there (unique event, webhook, attempt) and adds none."""
+    there (unique event, webhook, attempt) and adds none.
+
+    First attempts at an endpoint that answered quickly of late are made here, before the rows
+    are stored (first_attempts_inline), so such a row is written once, with its outcome."""
     batch = list(events().find({"_id": {"$in": event_ids}}))
     if not batch:
         return []
@@ -132,21 +136,115 @@ def fanout(event_ids: list[ObjectId], *, render: Render) -> list[Endpoint]:
     hooks: dict[ObjectId, list[dict[str, Any]]] = {}
     for hook in webhooks().find({"owner": {"$in": owners}, "active": True}) if owners else []:
         hooks.setdefault(hook["owner"], []).append(hook)
-    rows = []
+    rows, hook_of = [], {}
     for event in batch:
         for hook in subscribers(event, hooks.get(event["owner"], [])):
             row = new_delivery(event=event, webhook_id=hook["_id"], attempt=1, due=now, now=now,
                                sweep_at=now + _grace())
             row["payload"] = render(event)
             rows.append(row)
+            hook_of[row["_id"]] = hook
+    relaying = {event["_id"] for event in batch if event.get("due_at") is not None}
+    made = first_attempts_inline([row for row in rows if row["event"] in relaying], hook_of, render)
     stored = _insert_new(deliveries(), rows)
-    enqueue(stored, now)
+    made.write()  # counted once their rows are stored
+    pending = [row for row in stored if row.get("due_at") is not None]
+    enqueue(pending, now)
     # Only now have the events been relayed: until here, a lost or failed `fanout` message leaves
     # them waiting, and the relay publishes them again after QUEUE_GRACE.
     events().update_many({"_id": {"$in": [event["_id"] for event in batch]}}, {"$unset": {"due_at": ""}})
     for event in batch:
         log.info("event %s (%s) fanned out", event["_id"], event["type"])
-    return list(dict.fromkeys((row["webhook"], row["owner"]) for row in stored))
+    return list(dict.fromkeys((row["webhook"], row["owner"]) for row in pending))
+
+
+# --- first attempts made at fan-out ----------------------------------------------------------------
+#
+# A first attempt at an endpoint marked fast (taskapi:fast:{webhook}: its last attempt was a 2xx
+# within FAST_SECONDS) is made by the fan-out itself, before the rows are stored: its row is then
+# inserted once, with the outcome, instead of inserted pending, read back and updated (on the
+# embedded server an update costs about twice an insert). The endpoint's in-flight places are
+# taken as for any run. A fan-out spends at most INLINE_BUDGET on this, and an attempt that has
+# no answer after INLINE_TIMEOUT is left to the normal path with the full WEBHOOK_TIMEOUT_SECONDS
+# (the receiver may see it twice, with the same webhook-id), so a fast endpoint turning slow
+# delays the events behind it by a second at most. A worker that dies here stored nothing: the
+# events are relayed again after QUEUE_GRACE and their attempts made again (at least once).
+
+INLINE_BUDGET = 2.0
+INLINE_TIMEOUT = 1.0
+FAST_TTL_SECONDS = 300
+
+
+def _fast_key(webhook: ObjectId) -> str:
+    return f"{PREFIX}fast:{webhook}"
+
+
+def _note_speed(webhook: ObjectId, result: outbound.Result) -> None:
+    if result.ok and result.duration_ms < FAST_SECONDS * 1000:
+        get_redis().set(_fast_key(webhook), 1, ex=FAST_TTL_SECONDS)
+    else:
+        get_redis().delete(_fast_key(webhook))
+
+
+class InlineOutcomes:
+    """Outcomes of attempts made at fan-out: written into the rows about to be inserted."""
+
+    def __init__(self) -> None:
+        self.counts: list[tuple[str, dict[str, Any], outbound.Result, datetime]] = []
+
+    def add(self, row: dict[str, Any], outcome: dict[str, Any], status: str, result: outbound.Result,
+            now: datetime) -> None:
+        row.update(outcome)
+        row.pop("due_at", None)
+        row.pop("sweep_at", None)
+        self.counts.append((status, row, result, now))
+
+    def release(self, ident: ObjectId) -> None:  # pragma: no cover - nothing is leased at fan-out
+        pass
+
+    def write(self) -> None:
+        if self.counts:
+            _count(self.counts)
+
+
+def first_attempts_inline(rows: list[dict[str, Any]], hook_of: dict[ObjectId, dict[str, Any]],
+                          render: Render) -> InlineOutcomes:
+    """Make the first attempts of these (not yet stored) rows whose endpoint is fast, within
+    INLINE_BUDGET; each one made gets its outcome (and a failure its retry, stored first)."""
+    made = InlineOutcomes()
+    if not rows or STOPPING.is_set():
+        return made
+    by_endpoint: dict[ObjectId, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_endpoint.setdefault(row["webhook"], []).append(row)
+    pipe = get_redis().pipeline(transaction=False)
+    for webhook in by_endpoint:
+        pipe.exists(_fast_key(webhook))
+    fast = [webhook for webhook, known in zip(by_endpoint, pipe.execute(), strict=True) if known]
+    if not fast:
+        return made
+    # An event fanned out before (its worker died before marking it relayed) may have its first
+    # attempts stored already: those are made by the normal path, never twice here.
+    stored = {(row["event"], row["webhook"]) for row in deliveries().find(  # by event alone: the cheapest read
+        {"event": {"$in": list({row["event"] for row in rows})}}, {"event": 1, "webhook": 1, "attempt": 1})
+        if row["attempt"] == 1}
+    deadline = time.monotonic() + INLINE_BUDGET
+    for webhook in fast:
+        waiting = [row for row in by_endpoint[webhook] if (row["event"], webhook) not in stored]
+        if not waiting or time.monotonic() >= deadline:
+            continue
+        slot = Slot(webhook, waiting[0]["owner"])
+        if not slot.take(utcnow() + _lease()):
+            continue
+        try:
+            for row in waiting:
+                if time.monotonic() >= deadline or STOPPING.is_set():
+                    break
+                if _attempt(row, hook_of[row["_id"]], render, made, inline=True) is None:
+                    break  # cut short: this endpoint's rows go the normal way
+        finally:
+            slot.give_back()
+    return made
 
 
 # --- queues per endpoint, in Redis -----------------------------------------------------------------
@@ -388,9 +486,11 @@ class Outcomes:
             _count(self.counts)
 
 
-def _attempt(row: dict[str, Any], hook: dict[str, Any] | None, render: Render, log_book: Outcomes) -> str:
+def _attempt(row: dict[str, Any], hook: dict[str, Any] | None, render: Render, log_book: Outcomes | InlineOutcomes,
+             *, inline: bool = False) -> str | None:
     """One HTTP attempt of a leased row; its outcome goes to `log_book`. The body is the one
-    rendered at fan-out (rendered from the event for an attempt stored without it)."""
+    rendered at fan-out (rendered from the event for an attempt stored without it). Inline (at
+    fan-out), an attempt without an answer after INLINE_TIMEOUT is not recorded: None."""
     now = utcnow()
     body = row.get("payload")
     if body is None and hook is not None:
@@ -406,7 +506,16 @@ def _attempt(row: dict[str, Any], hook: dict[str, Any] | None, render: Render, l
     signatures = " ".join(sign(secret, event_id, timestamp, body) for secret in signing_secrets(hook, now))
     headers = {"webhook-id": event_id, "webhook-timestamp": str(timestamp), "webhook-signature": signatures,
                "Content-Type": "application/json"}
-    result = outbound.post(hook["url"], body, headers, policy())
+    limits = policy()
+    cut_at = INLINE_TIMEOUT if inline and limits.total_timeout > INLINE_TIMEOUT else None
+    if cut_at is not None:
+        limits = dataclasses.replace(limits, total_timeout=cut_at, connect_timeout=min(limits.connect_timeout, cut_at))
+    result = outbound.post(hook["url"], body, headers, limits)
+    _note_speed(hook["_id"], result)
+    if cut_at is not None and result.status is None and result.duration_ms >= cut_at * 1000 - 1:
+        log.info("delivery %s event %s webhook %s: no answer within %.1f s at fan-out; queued", row["_id"],
+                 row["event"], row["webhook"], cut_at)
+        return None
     outcome = _finish(row, result, log_book, retry=not row["manual"], hook=hook)
     if result.ok and hook.get("failing_since") is not None:
         hook["failing_since"] = None
@@ -415,7 +524,7 @@ def _attempt(row: dict[str, Any], hook: dict[str, Any] | None, render: Render, l
     return outcome
 
 
-def _finish(row: dict[str, Any], result: outbound.Result, log_book: Outcomes, *, retry: bool,
+def _finish(row: dict[str, Any], result: outbound.Result, log_book: Outcomes | InlineOutcomes, *, retry: bool,
             hook: dict[str, Any] | None = None) -> str:
     """Record an attempt's outcome. On failure the next attempt of the schedule is stored first,
     then this one is closed: a worker that dies in between leaves this attempt pending, to be

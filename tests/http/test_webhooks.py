@@ -16,6 +16,7 @@ from taskapi.models.webhook import deliveries, webhooks
 from taskapi.services import notifications
 from taskapi.worker import render_event
 from tests.helpers import assert_problem, bearer, claims_of, login, register
+from tests.receivers import receiver, verify
 
 WEBHOOKS = "/api/v1/webhooks"
 TASKS = "/api/v1/tasks"
@@ -530,6 +531,91 @@ def test_delivery_log_is_keyset_paged(app, client, headers):
     # The cursor belongs to that webhook's log.
     assert_error_on(client.get(f"{WEBHOOKS}/{other['id']}/deliveries?cursor={page['next_cursor']}",
                                headers=headers), "cursor")
+
+
+# --- first attempts at fan-out (an endpoint that answered quickly of late) ---------------------
+
+def fan_out_latest(app) -> tuple[dict, list[tuple[ObjectId, ObjectId]]]:
+    with app.app_context():
+        event = events().find_one({"due_at": {"$exists": True}}, sort=[("_id", -1)])
+        return event, notifications.fanout([event["_id"]], render=render_event)
+
+
+def attempts_of(app, event) -> list[dict]:
+    with app.app_context():
+        return list(deliveries().find({"event": event["_id"]}).sort("attempt", 1))
+
+
+def make_fast(app, client, headers, hook) -> None:
+    """A first delivery the normal way (pending row, then a run of its endpoint): a quick 2xx."""
+    create_task(client, headers, title="Warm-up")
+    event, woken = fan_out_latest(app)
+    assert woken == [(ObjectId(hook["id"]), event["owner"])]
+    with app.app_context():
+        notifications.deliver(*woken[0], render=render_event)
+    assert [row["status"] for row in attempts_of(app, event)] == ["succeeded"]
+
+
+def test_a_fast_endpoint_gets_its_first_attempt_during_fan_out_and_one_row_with_its_outcome(app, client, headers):
+    with receiver() as hook_server:
+        hook = create_hook(client, headers, url=hook_server.url, events_=["*"])
+        make_fast(app, client, headers, hook)
+        task = create_task(client, headers, title="Straight through")
+        event, woken = fan_out_latest(app)
+        assert woken == []  # nothing left for a run of the endpoint
+        assert len(hook_server.received) == 2  # made before fanout() returned
+        request = hook_server.received[-1]
+        assert verify(hook["secret"], request)["data"]["task"]["id"] == task["id"]
+        assert request.headers["webhook-id"] == str(event["_id"])
+    [row] = attempts_of(app, event)
+    assert (row["attempt"], row["status"], row["response_status"], row["error"]) == (1, "succeeded", 200, None)
+    assert "due_at" not in row and "sweep_at" not in row  # not waiting for anything
+    log = client.get(f"{WEBHOOKS}/{hook['id']}/deliveries", headers=headers).get_json()["items"]
+    assert (log[0]["id"], log[0]["status"], log[0]["next_attempt_at"]) == (str(row["_id"]), "succeeded", None)
+    with app.app_context():
+        assert notifications.fanout([event["_id"]], render=render_event) == []  # relayed again: nothing new
+        # Relayed again while still waiting (a worker died before marking it relayed): its stored
+        # first attempt is not made again at fan-out.
+        events().update_one({"_id": event["_id"]}, {"$set": {"due_at": event["created_at"]}})
+        with receiver() as again:
+            webhooks().update_one({"_id": ObjectId(hook["id"])}, {"$set": {"url": again.url}})
+            assert notifications.fanout([event["_id"]], render=render_event) == []
+            assert again.received == []
+    assert len(attempts_of(app, event)) == 1
+
+
+def test_a_failed_first_attempt_during_fan_out_has_its_retry_stored(app, client, headers):
+    with receiver(script=[200, 503]) as hook_server:
+        hook = create_hook(client, headers, url=hook_server.url, events_=["*"])
+        make_fast(app, client, headers, hook)
+        create_task(client, headers)
+        event, woken = fan_out_latest(app)
+        assert woken == [] and len(hook_server.received) == 2
+    first, retry = attempts_of(app, event)
+    assert (first["status"], first["response_status"], first["error"]) == ("failed", 503, "non-2xx: 503")
+    assert first["next_attempt_at"] is not None and first["next_attempt_at"] == retry["next_attempt_at"]
+    assert (retry["attempt"], retry["status"], retry["payload"]) == (2, "pending", first["payload"])
+
+
+def test_a_fast_endpoint_that_stops_answering_is_left_to_the_normal_path(app, client, headers):
+    with receiver() as hook_server:
+        hook = create_hook(client, headers, url=hook_server.url, events_=["*"])
+        make_fast(app, client, headers, hook)
+        hook_server.hang = 1.5  # beyond the 1 s a fan-out waits, within the 2 s timeout of the tests
+        create_task(client, headers)
+        event, woken = fan_out_latest(app)
+        [row] = attempts_of(app, event)
+        assert row["status"] == "pending" and woken == [(ObjectId(hook["id"]), event["owner"])]
+        with app.app_context():  # the normal path makes it with the whole timeout
+            notifications.deliver(*woken[0], render=render_event)
+        [row] = attempts_of(app, event)
+        assert (row["status"], row["response_status"]) == ("succeeded", 200)
+        sent = [r.headers["webhook-id"] for r in hook_server.received]
+        assert sent[1:] == [str(event["_id"])] * 2  # at least once: the receiver saw it twice, same webhook-id
+        # Slow now: the next event is not attempted at fan-out.
+        create_task(client, headers)
+        _, woken = fan_out_latest(app)
+        assert woken == [(ObjectId(hook["id"]), event["owner"])] and len(hook_server.received) == 3
 
 
 # --- task writes leave events in the outbox ---------------------------------------------------
