@@ -164,13 +164,14 @@ def fanout(event_ids: list[ObjectId], *, render: Render) -> list[Endpoint]:
 # within FAST_SECONDS) is made by the fan-out itself, before the rows are stored: its row is then
 # inserted once, with the outcome, instead of inserted pending, read back and updated (on the
 # embedded server an update costs about twice an insert). The endpoint's in-flight places are
-# taken as for any run. A fan-out spends at most INLINE_BUDGET on this, and an attempt that has
+# taken as for any run. A fan-out starts no attempt after INLINE_BUDGET, and an attempt that has
 # no answer after INLINE_TIMEOUT is left to the normal path with the full WEBHOOK_TIMEOUT_SECONDS
-# (the receiver may see it twice, with the same webhook-id), so a fast endpoint turning slow
-# delays the events behind it by a second at most. A worker that dies here stored nothing: the
-# events are relayed again after QUEUE_GRACE and their attempts made again (at least once).
+# (the receiver may see it twice, with the same webhook-id): the other events of a batch wait
+# 1.5 s at most for this, and an endpoint turning slow loses its mark at once. A worker that
+# dies here stored nothing: the events are relayed again after QUEUE_GRACE and their attempts
+# made again (at least once).
 
-INLINE_BUDGET = 2.0
+INLINE_BUDGET = 0.5
 INLINE_TIMEOUT = 1.0
 FAST_TTL_SECONDS = 300
 
