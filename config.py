@@ -122,8 +122,11 @@ class Config:
         # Seconds a client is told to wait after a 503 caused by MongoDB or Redis.
         self.DEPENDENCY_RETRY_AFTER_SECONDS = env_int("DEPENDENCY_RETRY_AFTER_SECONDS", 2, minimum=1)
 
+        # HMAC key of HS256 tokens and of paging cursors (needed with RS256/ES256 too).
         self.JWT_SECRET_KEY = env_str("JWT_SECRET_KEY")
         self.JWT_ALGORITHM = env_str("JWT_ALGORITHM", "HS256")
+        # RS256/ES256: a directory of PEM private keys; the newest signs, all verify (services/keys.py).
+        self.JWT_PRIVATE_KEYS = env_str("JWT_PRIVATE_KEYS") or self.default_private_keys()
         # `iss` and `aud` of every token: deployments that share a secret and a Redis keep apart
         # by giving each its own values.
         self.JWT_ISSUER = env_str("JWT_ISSUER", "taskapi")
@@ -221,6 +224,9 @@ class Config:
     def default_cache_redis_url(self) -> str:
         return f"redis://127.0.0.1:{self.EMBEDDED_CACHE_REDIS_PORT}/0"
 
+    def default_private_keys(self) -> str:
+        return ""  # production names its key directory
+
     def validate(self) -> None:
         """Raise ConfigError (one line) when a setting cannot work."""
         if self.MONGODB_ENGINE not in {"auto", "mongodb", "secantus"}:
@@ -249,8 +255,11 @@ class Config:
                 raise ConfigError(f"WEBHOOK_ALLOW_NETWORKS has an invalid network: {network!r}") from None
         if self.SMTP_URL and not re.match(r"^(smtp|smtps|smtp\+starttls)://", self.SMTP_URL):
             raise ConfigError("SMTP_URL must start with smtp://, smtps:// or smtp+starttls://")
-        if self.JWT_ALGORITHM not in {"HS256", "HS384", "HS512"}:
-            raise ConfigError(f"JWT_ALGORITHM must be HS256, HS384 or HS512, got {self.JWT_ALGORITHM!r}")
+        if self.JWT_ALGORITHM not in {"HS256", "HS384", "HS512", "RS256", "ES256"}:
+            raise ConfigError(f"JWT_ALGORITHM must be HS256, HS384, HS512, RS256 or ES256, got {self.JWT_ALGORITHM!r}")
+        if self.JWT_ALGORITHM in {"RS256", "ES256"} and not self.JWT_PRIVATE_KEYS:
+            raise ConfigError(f"JWT_ALGORITHM={self.JWT_ALGORITHM} needs JWT_PRIVATE_KEYS, a directory of PEM "
+                              "private keys (make one with: flask --app wsgi keys rotate)")
         if len(self.JWT_SECRET_KEY.encode()) < MIN_SECRET_BYTES:
             raise ConfigError(
                 f"JWT_SECRET_KEY must be set to at least {MIN_SECRET_BYTES} bytes "
@@ -269,6 +278,9 @@ class DevelopmentConfig(Config):
         super().__init__()
         if not self.JWT_SECRET_KEY:
             self.JWT_SECRET_KEY = development_secret(var_dir() / "jwt_secret")
+
+    def default_private_keys(self) -> str:
+        return str(var_dir() / "keys")  # with RS256/ES256, a first key is made there (tokens.init_jwt)
 
 
 class TestingConfig(Config):

@@ -15,6 +15,13 @@ except ConfigError as exc:
     sys.stderr.write(f"taskapi: configuration error: {exc}\n")
     sys.exit(1)
 
+if _config.JWT_ALGORITHM in ("RS256", "ES256") and _config.ENV_NAME != "development" and not any(
+        p.endswith(".pem") for p in (os.listdir(_config.JWT_PRIVATE_KEYS) if os.path.isdir(_config.JWT_PRIVATE_KEYS)
+                                     else [])):
+    sys.stderr.write(f"taskapi: configuration error: JWT_PRIVATE_KEYS ({_config.JWT_PRIVATE_KEYS}) holds no *.pem "
+                     "key; add one with: flask --app wsgi keys rotate\n")
+    sys.exit(1)
+
 bind = f"{_config.HOST}:{_config.PORT}"
 workers = _config.WORKERS
 # gthread keeps HTTP keep-alive to Nginx and lets a worker overlap I/O waits on MongoDB/Redis;

@@ -11,7 +11,7 @@ import pymongo
 from flask import Flask
 
 from config import Config, get_config
-from taskapi.api import auth, ops, stats, tasks, users, webhooks
+from taskapi.api import auth, keys, ops, stats, tasks, users, webhooks
 from taskapi.cli import register_commands
 from taskapi.extensions import init_mongo, init_redis
 from taskapi.http import body, headers, logs
@@ -83,6 +83,7 @@ def mount_routes(app: Flask) -> None:
     api.register_blueprint(ops.blp)
     app.register_blueprint(ops.assets)
     api.register_blueprint(auth.blp, url_prefix="/api/v1/auth")
+    api.register_blueprint(keys.blp)
     api.register_blueprint(tasks.blp, url_prefix="/api/v1/tasks")
     api.register_blueprint(stats.blp, url_prefix="/api/v1/stats")
     api.register_blueprint(users.blp, url_prefix="/api/v1/users")

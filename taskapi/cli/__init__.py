@@ -1,4 +1,4 @@
-"""Flask CLI: `db upgrade|status`, `users create-admin|delete`, `seed`, `openapi export|postman`, `worker`."""
+"""Flask CLI: `db upgrade|status`, `keys rotate|list`, `users create-admin|delete`, `seed`, `openapi export|postman`, `worker`."""
 
 from __future__ import annotations
 
@@ -232,8 +232,51 @@ def worker_command(concurrency: int | None, loglevel: str) -> None:
     run_worker(app, concurrency=concurrency or app.config["WORKER_CONCURRENCY"], loglevel=loglevel)
 
 
+keys_cli = AppGroup("keys", help="Token signing keys (JWT_ALGORITHM=RS256 or ES256).")
+
+
+@keys_cli.command("rotate")
+@click.option("--algorithm", type=click.Choice(["RS256", "ES256"]), default=None,
+              help="The key's kind; default: JWT_ALGORITHM.")
+@with_appcontext
+def keys_rotate_command(algorithm: str | None) -> None:
+    """Add a new private key to JWT_PRIVATE_KEYS; it signs after a reload (SIGHUP to gunicorn).
+
+    Tokens signed by the older keys keep verifying until they expire; remove an old key's file
+    once REFRESH_TOKEN_TTL_SECONDS have passed since the rotation (then reload again).
+    """
+    from taskapi.services import keys
+
+    config = current_app.config
+    algorithm = algorithm or config["JWT_ALGORITHM"]
+    if algorithm not in keys.ASYMMETRIC:
+        raise click.ClickException(f"JWT_ALGORITHM is {algorithm}: tokens are HMAC-signed with JWT_SECRET_KEY. "
+                                   "Set JWT_ALGORITHM=RS256 or ES256 (or pass --algorithm).")
+    if not config["JWT_PRIVATE_KEYS"]:
+        raise click.ClickException("JWT_PRIVATE_KEYS is not set: name the directory the keys live in.")
+    key = keys.add_key(config["JWT_PRIVATE_KEYS"], algorithm)
+    click.echo(f"added {key.path} ({algorithm}, kid {key.kid})")
+    click.echo("it signs after a reload: kill -HUP <gunicorn master pid> on every auth instance")
+
+
+@keys_cli.command("list")
+@with_appcontext
+def keys_list_command() -> None:
+    """The keys of JWT_PRIVATE_KEYS as a reload would use them: the newest signs, all verify."""
+    from taskapi.services import keys
+
+    config = current_app.config
+    try:
+        ring = keys.load_keyring(config["JWT_PRIVATE_KEYS"], config["JWT_ALGORITHM"])
+    except keys.UnusableKey as exc:
+        raise click.ClickException(str(exc)) from None
+    for key in reversed(ring.keys):
+        click.echo(f"{key.kid}  {'signs+verifies' if key is ring.signer else 'verifies'}  {key.path}")
+
+
 def register_commands(app: Flask) -> None:
     app.cli.add_command(db_cli)
+    app.cli.add_command(keys_cli)
     app.cli.add_command(users_cli)
     app.cli.add_command(seed_command)
     app.cli.add_command(openapi_cli)

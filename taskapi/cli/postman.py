@@ -54,6 +54,7 @@ FOLDERS: list[tuple[str, str, list[Step]]] = [
     ("1 Start here", "The probes, then a new account for this run (its email is unique) and a login.", [
         Step("healthz", "Liveness", 200, token=""),
         Step("readyz", "Readiness (MongoDB and Redis answer)", 200, token=""),
+        Step("jwks", "The public keys that verify tokens (RS256/ES256; empty with HS256)", 200, token=""),
         Step("register", "Register a new account", 201, token="",
              body={"email": "{{email}}", "password": PASSWORD, "name": "Postman"},
              prerequest=['const unique = `${Date.now()}-${Math.floor(Math.random() * 1e6)}`;',

@@ -20,11 +20,13 @@ from typing import Any, cast
 
 import orjson
 from flask import current_app, g, request
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from taskapi.errors import Forbidden, Unauthorized
 from taskapi.services.tokens import revocation_state
 
 DIGESTS = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
+VERIFIERS = {"RS256": RSAAlgorithm(RSAAlgorithm.SHA256), "ES256": ECAlgorithm(ECAlgorithm.SHA256)}
 INVALID = "The token is invalid."
 B64URL = re.compile(r"[A-Za-z0-9_-]*")
 _UNSET = object()
@@ -41,12 +43,20 @@ def _b64decode(segment: str) -> bytes:
     return raw
 
 
-def _signature_matches(signing_input: str, signature_b64: str) -> bool:
-    """HMAC of header.payload with our key and pinned algorithm, compared in constant time."""
+def _signature_matches(head: dict[str, Any], signing_input: str, signature_b64: str) -> bool:
+    """The signature of header.payload under the pinned algorithm: an HMAC with our key,
+    compared in constant time, or (RS256/ES256) the public key the header's `kid` names in
+    our key ring; an unknown or missing kid matches nothing."""
     config = current_app.config
-    expected = hmac.new(config["JWT_SECRET_KEY"].encode(), signing_input.encode(),
-                        DIGESTS[config["JWT_ALGORITHM"]]).digest()
-    return hmac.compare_digest(_b64decode(signature_b64), expected)
+    algorithm = config["JWT_ALGORITHM"]
+    signature = _b64decode(signature_b64)
+    if algorithm in DIGESTS:
+        expected = hmac.new(config["JWT_SECRET_KEY"].encode(), signing_input.encode(), DIGESTS[algorithm]).digest()
+        return hmac.compare_digest(signature, expected)
+    kid = head.get("kid")
+    ring = current_app.extensions.get("keyring")
+    public = ring.verifiers.get(kid) if ring is not None and isinstance(kid, str) else None
+    return public is not None and bool(VERIFIERS[algorithm].verify(signing_input.encode(), public, signature))
 
 
 def authenticate() -> dict[str, Any]:
@@ -116,7 +126,7 @@ def _verified_claims(token: str) -> dict[str, Any]:
         head = orjson.loads(_b64decode(head_b64))
         if not isinstance(head, dict) or head.get("alg") != config["JWT_ALGORITHM"]:
             raise ValueError("algorithm")
-        if not _signature_matches(f"{head_b64}.{payload_b64}", signature_b64):
+        if not _signature_matches(head, f"{head_b64}.{payload_b64}", signature_b64):
             raise ValueError("signature")
         claims = orjson.loads(_b64decode(payload_b64))
         if not isinstance(claims, dict):

@@ -106,3 +106,24 @@ class StrictBoolean(fields.Boolean):
         if not isinstance(value, bool):
             raise self.make_error("invalid")
         return value
+
+
+class JwkSchema(Schema):
+    """A public key as RFC 7517 has it: RSA keys carry n and e, EC (P-256) keys crv, x and y."""
+
+    kty = fields.String(required=True, metadata={"example": "RSA", "description": "RSA or EC"})
+    kid = fields.String(required=True, metadata={"description": "The key's RFC 7638 thumbprint: the `kid` "
+                                                                "header of the tokens it signed."})
+    use = fields.String(required=True, metadata={"example": "sig"})
+    alg = fields.String(required=True, metadata={"example": "RS256"})
+    n = fields.String(metadata={"description": "RSA modulus (base64url)"})
+    e = fields.String(metadata={"description": "RSA exponent (base64url)", "example": "AQAB"})
+    crv = fields.String(metadata={"example": "P-256"})
+    x = fields.String(metadata={"description": "EC x coordinate (base64url)"})
+    y = fields.String(metadata={"description": "EC y coordinate (base64url)"})
+
+
+class JwkSetSchema(Schema):
+    keys = fields.List(fields.Nested(JwkSchema), required=True,
+                       metadata={"description": "Every key that verifies tokens now, the signing one first; "
+                                                "empty when tokens are HMAC-signed (HS256)."})

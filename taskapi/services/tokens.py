@@ -22,10 +22,12 @@ if Redis cannot answer, the request fails closed with 503.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import time
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -33,12 +35,15 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from bson import ObjectId
 from bson.errors import InvalidId
+from cryptography.hazmat.primitives import serialization
 from flask import Flask, current_app
 from flask_jwt_extended import create_access_token, create_refresh_token
 
-from taskapi.errors import Unauthorized
+from config import ConfigError
+from taskapi.errors import ServiceUnavailable, Unauthorized
 from taskapi.extensions import PREFIX, get_redis, jwt, redis_script
 from taskapi.models.user import users
+from taskapi.services import keys
 from taskapi.services.cache import key_cache_generation
 
 log = logging.getLogger("taskapi.security")
@@ -178,6 +183,8 @@ def end_session(sid: str) -> None:
 
 
 def _token_pair(user_id: str, sid: str, generation: int, role: str) -> tuple[dict[str, Any], str]:
+    if current_app.config["JWT_ALGORITHM"] in keys.ASYMMETRIC and current_app.extensions.get("keyring") is None:
+        raise ServiceUnavailable("No signing key is installed; an operator must add one.")
     refresh_jti = uuid.uuid4().hex
     claims = {"sid": sid, "gen": generation, "role": role}
     access = create_access_token(identity=user_id, additional_claims=claims)
@@ -240,8 +247,19 @@ def restore_generation(user_id: str) -> int:
 
 
 def init_jwt(app: Flask) -> None:
-    """flask-jwt-extended issues the tokens: our algorithm, lifetimes, issuer, audience and nbf."""
+    """flask-jwt-extended issues the tokens: our algorithm, lifetimes, issuer, audience and nbf;
+    with RS256/ES256, signed by the newest key of JWT_PRIVATE_KEYS, its kid in the header."""
     config = app.config
+    if config["JWT_ALGORITHM"] in keys.ASYMMETRIC:
+        ring = load_keyring(config)
+        app.extensions["keyring"] = ring
+        if ring is None:  # `keys rotate` still runs; gunicorn refuses to start (gunicorn.conf.py)
+            log.error("JWT_PRIVATE_KEYS (%s) holds no key: logins answer 503 until one is added "
+                      "(flask --app wsgi keys rotate) and the app reloaded", config["JWT_PRIVATE_KEYS"])
+        else:
+            config["JWT_PRIVATE_KEY"] = ring.signer.private_pem().decode()
+            config["JWT_PUBLIC_KEY"] = ring.signer.public.public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
     config["JWT_TOKEN_LOCATION"] = ["headers"]
     config["JWT_DECODE_ALGORITHMS"] = [config["JWT_ALGORITHM"]]
     config["JWT_ACCESS_TOKEN_EXPIRES"] = timedelta(seconds=config["ACCESS_TOKEN_TTL_SECONDS"])
@@ -250,3 +268,29 @@ def init_jwt(app: Flask) -> None:
     config["JWT_ENCODE_AUDIENCE"] = config["JWT_DECODE_AUDIENCE"] = config["JWT_AUDIENCE"]
     config["JWT_ENCODE_NBF"] = True
     jwt.init_app(app)
+
+
+@jwt.additional_headers_loader
+def _key_id_header(identity: Any) -> dict[str, str]:
+    """The signing key's id, so a verifier picks the right public key (RS256/ES256 only)."""
+    ring = current_app.extensions.get("keyring")
+    return {"kid": ring.signer.kid} if ring is not None else {}
+
+
+def load_keyring(config: Any) -> keys.Keyring | None:
+    """JWT_PRIVATE_KEYS' key ring; None when it holds no key. In development an empty directory
+    gets a first key (one process makes it, under a lock, while the others wait and read it).
+    A file that is not a usable key is a ConfigError naming it."""
+    directory = Path(config["JWT_PRIVATE_KEYS"])
+    if config["ENV_NAME"] == "development" and not any(directory.glob("*.pem")):
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(directory / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not any(directory.glob("*.pem")):
+                keys.add_key(directory, config["JWT_ALGORITHM"])
+    if not directory.is_dir() or not any(directory.glob("*.pem")):
+        return None
+    try:
+        return keys.load_keyring(directory, config["JWT_ALGORITHM"])
+    except keys.UnusableKey as exc:
+        raise ConfigError(str(exc)) from None
