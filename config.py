@@ -188,6 +188,9 @@ class Config:
         self.SMTP_URL = env_str("SMTP_URL")  # smtp://, smtps:// or smtp+starttls://[user:pass@]host:port
         self.MAIL_FROM = env_str("MAIL_FROM", "taskapi <no-reply@localhost>")
         self.SMTP_TIMEOUT_SECONDS = env_int("SMTP_TIMEOUT_SECONDS", 10, minimum=1)
+        # Password reset: how long the emailed token works, and the link it is sent in.
+        self.PASSWORD_RESET_TTL_SECONDS = env_int("PASSWORD_RESET_TTL_SECONDS", 1800, minimum=60)
+        self.PASSWORD_RESET_URL = env_str("PASSWORD_RESET_URL", "http://localhost:8000/reset?token={token}")
 
         self.HOST = env_str("HOST", "127.0.0.1")
         self.PORT = env_int("PORT", 8000, minimum=1)
@@ -253,6 +256,8 @@ class Config:
                 ipaddress.ip_network(network, strict=False)
             except ValueError:
                 raise ConfigError(f"WEBHOOK_ALLOW_NETWORKS has an invalid network: {network!r}") from None
+        if "{token}" not in self.PASSWORD_RESET_URL:
+            raise ConfigError("PASSWORD_RESET_URL must hold {token}, where the reset token goes")
         if self.SMTP_URL and not re.match(r"^(smtp|smtps|smtp\+starttls)://", self.SMTP_URL):
             raise ConfigError("SMTP_URL must start with smtp://, smtps:// or smtp+starttls://")
         if self.JWT_ALGORITHM not in {"HS256", "HS384", "HS512", "RS256", "ES256"}:

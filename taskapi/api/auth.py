@@ -8,8 +8,11 @@ from taskapi.http.auth import current_claims, current_user_id
 from taskapi.http.blueprint import Blueprint
 from taskapi.http.limits import client_ip, ip_and_email, ip_and_identity, login_account_rate, login_rate, register_rate
 from taskapi.schemas.auth import (
+    AcceptedSchema,
     LoginSchema,
     PasswordChangeSchema,
+    PasswordResetConfirmSchema,
+    PasswordResetRequestSchema,
     RegisterSchema,
     TokenPairSchema,
     UpdateMeSchema,
@@ -51,6 +54,38 @@ def login(body):
     """
     user, generation = auth.authenticate(**body)
     return tokens.issue_session(str(user["_id"]), generation, user["role"])
+
+
+@blp.route("/password-reset", methods=["POST"])
+@blp.limit(login_rate, key=client_ip)
+@blp.limit(login_account_rate, key=ip_and_email)
+@blp.arguments(PasswordResetRequestSchema())
+@blp.response(202, AcceptedSchema())
+def request_password_reset(body):
+    """Ask for a password-reset email; 202 whether or not the account exists.
+
+    An active account with this email gets one email holding a single-use token (valid
+    PASSWORD_RESET_TTL_SECONDS, 30 min by default) in a link (PASSWORD_RESET_URL). Only the
+    token of the newest email works. Unknown and deactivated addresses get nothing, and the
+    answer is the same, in the same time: the request only queues the email, and the
+    notification worker decides when it sends it. Limited like login.
+    """
+    auth.request_password_reset(email=body["email"])
+    return {"detail": "If an active account has this email, a reset link is on its way."}, 202
+
+
+@blp.route("/password-reset/confirm", methods=["POST"])
+@blp.limit(login_rate, key=client_ip)
+@blp.arguments(PasswordResetConfirmSchema())
+@blp.response(204)
+def confirm_password_reset(body):
+    """Set a new password with the emailed token; every token of the account stops working.
+
+    The token works once, until it expires, and only if no newer reset email was sent; a used,
+    expired, replaced or unknown token is 422 on `token`. Like a password change, every
+    session of the account ends: log in with the new password. Limited like login.
+    """
+    auth.confirm_password_reset(**body)
 
 
 @blp.route("/refresh", methods=["POST"])

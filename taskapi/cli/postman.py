@@ -123,6 +123,10 @@ FOLDERS: list[tuple[str, str, list[Step]]] = [
                     'pm.expect(pm.response.json().email).to.eql(pm.collectionVariables.get("email")));']),
         Step("updateMe", "Change the display name", 200, body={"name": "Postman, renamed"}),
         Step("refresh", "Refresh (rotates both tokens)", 200, token="refreshToken", tests=SET_TOKENS),
+        Step("requestPasswordReset", "Ask for a password-reset email (202 for any address)", 202, token="",
+             body={"email": "{{email}}"}),
+        Step("confirmPasswordReset", "A token that was never emailed is refused (422)", 422, token="",
+             body={"token": "not-a-real-token", "new_password": NEW_PASSWORD}),
     ]),
     ("5 Admin (needs an admin token)", "User administration. Set the collection variable adminToken to an admin's "
      "access token (make an admin with `.venv/bin/flask --app wsgi users create-admin`, then log in as them) to run these "

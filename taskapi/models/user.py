@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from mongoengine import BooleanField, DateTimeField, Document, IntField, StringField
+from mongoengine import BooleanField, DateTimeField, DictField, Document, IntField, StringField
 from pymongo.collection import Collection
 
 from taskapi.clock import utcnow
@@ -25,11 +25,15 @@ class User(Document):
     token_gen = IntField(required=True, default=0, min_value=0)
     created_at = DateTimeField(required=True, default=utcnow)
     updated_at = DateTimeField(required=True, default=utcnow)
+    # The one password-reset token that works: {hash: sha256 hex of the token, expires_at};
+    # set by the worker when it sends the email, removed when the token is used.
+    password_reset = DictField(null=True)
 
     meta = {
         "collection": "users",
-        # Created by migrations/0001_users.py; tests check the two agree.
-        "indexes": [{"fields": ["email"], "unique": True, "name": "email_unique"}],
+        # Created by migrations/0001_users.py and 0005_password_reset.py; tests check they agree.
+        "indexes": [{"fields": ["email"], "unique": True, "name": "email_unique"},
+                    {"fields": ["password_reset.hash"], "sparse": True, "name": "password_reset_hash"}],
         "auto_create_index": False,
         "auto_create_index_on_save": False,
     }

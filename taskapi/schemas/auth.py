@@ -41,6 +41,22 @@ class PasswordChangeSchema(Schema):
     new_password = fields.String(required=True, load_only=True, validate=PASSWORD)
 
 
+class PasswordResetRequestSchema(Schema):
+    email = Email(required=True, validate=validate.Length(max=254), metadata={"example": "ada@example.com"})
+
+
+class PasswordResetConfirmSchema(Schema):
+    token = fields.String(required=True, load_only=True, validate=[validate.Length(min=1, max=256), NO_NUL],
+                          metadata={"description": "The token from the reset email's link."})
+    new_password = fields.String(required=True, load_only=True, validate=PASSWORD,
+                                 metadata={"example": "a new correct horse"})
+
+
+class AcceptedSchema(Schema):
+    detail = fields.String(required=True, metadata={"example": "If an active account has this email, a reset "
+                                                               "link is on its way."})
+
+
 class UserSchema(Schema):
     id = fields.String(attribute="_id", dump_only=True, metadata={"example": "6b0cf4e5d9870db21da3bdfa"})
     email = fields.String(dump_only=True)

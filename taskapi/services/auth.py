@@ -5,14 +5,19 @@ Users travel as plain documents (the dicts pymongo reads through models.user.use
 
 from __future__ import annotations
 
+import hashlib
+import secrets
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
+from flask import current_app
 from pymongo.errors import DuplicateKeyError
 
 from taskapi.clock import utcnow
 from taskapi.errors import Conflict, Unauthorized, ValidationFailed
 from taskapi.ids import parse_token_subject
+from taskapi.models.mail import PASSWORD_RESET, mails, new_mail
 from taskapi.models.user import UserDoc, new_user, users
 from taskapi.services import tokens
 
@@ -108,3 +113,64 @@ def change_password(*, user: UserDoc, current_password: str, new_password: str) 
     if current_password == new_password:
         raise ValidationFailed(errors={"new_password": ["The new password must differ from the current one."]})
     revoke_and_update(user["_id"], user.get("token_gen", 0), password_hash=tokens.hash_password(new_password))
+    users().update_one({"_id": user["_id"]}, {"$unset": {"password_reset": ""}})  # a pending reset link dies too
+
+
+# --- password reset ---------------------------------------------------------------------------
+#
+# A request only queues an email (the same one write for every address, so the answer tells
+# nothing and takes the same time); the notification worker, when it sends it, looks the
+# address up, makes the token and stores its hash (issue_reset_token): an address without an
+# active account gets nothing. The token itself is only ever in the email. The account keeps
+# one hash: a newer email's token replaces an older one, and using it removes it.
+
+RESET_SUBJECT = "Reset your taskapi password"
+BAD_RESET_TOKEN = "This reset token is invalid, used, replaced by a newer one or expired; request a new one."
+
+
+def _reset_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def request_password_reset(*, email: str) -> None:
+    mails().insert_one(new_mail(to=email, subject=RESET_SUBJECT, text="(written when sent)", kind=PASSWORD_RESET,
+                                now=utcnow()))
+
+
+def issue_reset_token(email: str, now: datetime) -> str | None:
+    """For the worker, at sending time: a new token for the active account with this email (its
+    hash replaces any earlier one), or None when there is none."""
+    token = secrets.token_urlsafe(32)
+    expires = now + timedelta(seconds=current_app.config["PASSWORD_RESET_TTL_SECONDS"])
+    updated = users().update_one({"email": email, "active": True},
+                                 {"$set": {"password_reset": {"hash": _reset_digest(token), "expires_at": expires}}})
+    return token if updated.matched_count else None
+
+
+def reset_mail_text(token: str) -> str:
+    link = current_app.config["PASSWORD_RESET_URL"].format(token=token)
+    minutes = current_app.config["PASSWORD_RESET_TTL_SECONDS"] // 60
+    return (f"Someone asked to reset the password of your taskapi account.\n\n"
+            f"To choose a new password, open this link within {minutes} minutes:\n{link}\n\n"
+            f"It works once, and only until you ask for another one. If you did not ask, ignore this "
+            f"email: your password stays as it is.\n")
+
+
+def confirm_password_reset(*, token: str, new_password: str) -> None:
+    """Set the password of the token's account and revoke every token of it (as a password
+    change); a used, expired, replaced or unknown token is 422 on `token`."""
+    digest = _reset_digest(token)
+    user = users().find_one({"password_reset.hash": digest}, {"active": 1, "token_gen": 1, "password_reset": 1})
+    expires = user["password_reset"].get("expires_at") if user else None
+    if user is None or not user["active"] or expires is None or _aware(expires) <= utcnow():
+        raise ValidationFailed(errors={"token": [BAD_RESET_TOKEN]})
+    generation = tokens.revoke_all_tokens(str(user["_id"]), user.get("token_gen", 0))
+    used = users().update_one({"_id": user["_id"], "password_reset.hash": digest},
+                              {"$set": {"password_hash": tokens.hash_password(new_password), "updated_at": utcnow()},
+                               "$unset": {"password_reset": ""}, "$max": {"token_gen": generation}})
+    if not used.modified_count:  # used by a concurrent confirm meanwhile
+        raise ValidationFailed(errors={"token": [BAD_RESET_TOKEN]})
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -34,10 +34,11 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from taskapi.clock import utcnow
 from taskapi.extensions import PREFIX, get_redis, redis_script
 from taskapi.models.event import ALL_EVENTS, PING, events
-from taskapi.models.mail import MAIL_FAILED, MAIL_PENDING, MAIL_SENT, mails
+from taskapi.models.mail import MAIL_DROPPED, MAIL_FAILED, MAIL_SENT, PASSWORD_RESET, mails, new_mail
 from taskapi.models.task import tasks
 from taskapi.models.user import users
 from taskapi.models.webhook import FAILED, PENDING, SUCCEEDED, deliveries, webhooks
+from taskapi.services import auth as accounts
 from taskapi.services import cache, outbound
 from taskapi.services import events as domain_events
 from taskapi.services import mail as smtp
@@ -727,12 +728,6 @@ def reminder_mail(to: str, task: dict[str, Any], now: datetime) -> dict[str, Any
 
 # --- mail -----------------------------------------------------------------------------------------
 
-def new_mail(*, to: str, subject: str, text: str, kind: str, now: datetime) -> dict[str, Any]:
-    return {"_id": ObjectId(), "to": to, "subject": subject, "text": text, "kind": kind, "created_at": now,
-            "attempts": 0, "status": MAIL_PENDING, "error": None, "due_at": now, "lease_until": EPOCH,
-            "queued_until": EPOCH, "sent_at": None}
-
-
 def mails_to_publish(limit: int = BATCH) -> list[ObjectId]:
     now = utcnow()
     rows = mails().find({"due_at": {"$lte": now}, "queued_until": {"$lte": now}, "lease_until": {"$lte": now}},
@@ -755,6 +750,15 @@ def send_mail(mail_id: ObjectId) -> str | None:
     letter = mails().find_one({"_id": mail_id})
     assert letter is not None
     config = current_app.config
+    text = letter["text"]
+    if letter["kind"] == PASSWORD_RESET:  # the token is made now, and only the email holds it
+        token = accounts.issue_reset_token(letter["to"], now)
+        if token is None:
+            mails().update_one({"_id": mail_id}, {"$set": {"status": MAIL_DROPPED, "lease_until": EPOCH},
+                                                  "$unset": {"due_at": ""}})
+            log.info("mail %s (%s) dropped: no active account has this address", mail_id, letter["kind"])
+            return MAIL_DROPPED
+        text = accounts.reset_mail_text(token)
     try:
         if not config["SMTP_URL"]:
             raise smtp.PermanentMailError("SMTP_URL is not set")
@@ -763,7 +767,7 @@ def send_mail(mail_id: ObjectId) -> str | None:
         except ValueError as exc:
             raise smtp.PermanentMailError(str(exc)) from None
         smtp.send_mail(settings, sender=config["MAIL_FROM"], to=letter["to"], subject=letter["subject"],
-                       text=letter["text"], message_id=f"<{mail_id}@taskapi>", timeout=timeout)
+                       text=text, message_id=f"<{mail_id}@taskapi>", timeout=timeout)
     except smtp.MailError as exc:
         final = isinstance(exc, smtp.PermanentMailError) or letter["attempts"] >= MAIL_MAX_ATTEMPTS
         update: dict[str, Any] = {"error": str(exc)[:200], "lease_until": EPOCH}

@@ -33,7 +33,7 @@ def test_every_operation_has_an_id_a_summary_a_description_and_its_security(clie
             ids.append(operation["operationId"])
             assert operation.get("summary") and operation.get("description"), f"{method} {path}"
             public = path in ("/healthz", "/readyz", "/.well-known/jwks.json") or path.endswith(
-                ("/auth/register", "/auth/login"))
+                ("/auth/register", "/auth/login", "/auth/password-reset", "/auth/password-reset/confirm"))
             assert operation["security"] == ([] if public else [{"bearerAuth": []}]), f"{method} {path}"
             assert any(code.startswith("4") for code in operation["responses"]), f"{method} {path} has no 4xx"
     assert len(ids) == len(set(ids)) and "listTasks" in ids and "logoutAll" in ids
