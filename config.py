@@ -127,6 +127,13 @@ class Config:
         self.JWT_ALGORITHM = env_str("JWT_ALGORITHM", "HS256")
         # RS256/ES256: a directory of PEM private keys; the newest signs, all verify (services/keys.py).
         self.JWT_PRIVATE_KEYS = env_str("JWT_PRIVATE_KEYS") or self.default_private_keys()
+        # Which routes this process serves: all (the monolith), auth (/auth, /users, the JWK set)
+        # or tasks (/tasks, /stats, /webhooks).
+        self.TASKAPI_SERVICE = env_str("TASKAPI_SERVICE", "all").lower()
+        # A service that only verifies tokens (RS256/ES256): the auth service's JWK set, fetched
+        # and cached; a token with an unknown kid fetches it again, at most every JWKS_REFETCH_SECONDS.
+        self.JWKS_URL = env_str("JWKS_URL")
+        self.JWKS_REFETCH_SECONDS = env_int("JWKS_REFETCH_SECONDS", 30, minimum=0)
         # `iss` and `aud` of every token: deployments that share a secret and a Redis keep apart
         # by giving each its own values.
         self.JWT_ISSUER = env_str("JWT_ISSUER", "taskapi")
@@ -262,7 +269,13 @@ class Config:
             raise ConfigError("SMTP_URL must start with smtp://, smtps:// or smtp+starttls://")
         if self.JWT_ALGORITHM not in {"HS256", "HS384", "HS512", "RS256", "ES256"}:
             raise ConfigError(f"JWT_ALGORITHM must be HS256, HS384, HS512, RS256 or ES256, got {self.JWT_ALGORITHM!r}")
-        if self.JWT_ALGORITHM in {"RS256", "ES256"} and not self.JWT_PRIVATE_KEYS:
+        if self.TASKAPI_SERVICE not in {"all", "auth", "tasks"}:
+            raise ConfigError(f"TASKAPI_SERVICE must be all, auth or tasks, got {self.TASKAPI_SERVICE!r}")
+        if self.JWKS_URL and not re.match(r"^https?://", self.JWKS_URL):
+            raise ConfigError("JWKS_URL must be an http:// or https:// URL")
+        if self.JWKS_URL and self.TASKAPI_SERVICE != "tasks":
+            raise ConfigError("JWKS_URL is for TASKAPI_SERVICE=tasks: the other services sign, with JWT_PRIVATE_KEYS")
+        if self.JWT_ALGORITHM in {"RS256", "ES256"} and not (self.JWT_PRIVATE_KEYS or self.JWKS_URL):
             raise ConfigError(f"JWT_ALGORITHM={self.JWT_ALGORITHM} needs JWT_PRIVATE_KEYS, a directory of PEM "
                               "private keys (make one with: flask --app wsgi keys rotate)")
         if len(self.JWT_SECRET_KEY.encode()) < MIN_SECRET_BYTES:

@@ -16,6 +16,7 @@ from taskapi.cli import register_commands
 from taskapi.extensions import init_mongo, init_redis
 from taskapi.http import body, headers, logs
 from taskapi.http.api import init_api
+from taskapi.http.blueprint import Blueprint
 from taskapi.http.limits import init_limiter
 from taskapi.http.metrics import mount_metrics
 from taskapi.http.problems import register_error_handlers
@@ -77,15 +78,22 @@ def add_request_hooks(app: Flask) -> None:
     app.after_request(headers.drop_stray_retry_after)
 
 
+# What each service serves (TASKAPI_SERVICE); every one serves the probes, /metrics, /openapi.json
+# and /docs of its own routes, and 404 for the others'.
+SERVICES: dict[str, list[tuple[Blueprint, str | None]]] = {
+    "auth": [(auth.blp, "/api/v1/auth"), (keys.blp, None), (users.blp, "/api/v1/users")],
+    "tasks": [(tasks.blp, "/api/v1/tasks"), (stats.blp, "/api/v1/stats"), (webhooks.blp, "/api/v1/webhooks")],
+}
+
+
 def mount_routes(app: Flask) -> None:
-    """The API blueprints (and their OpenAPI), the docs assets and /metrics."""
+    """The API blueprints of this service (and their OpenAPI), the docs assets and /metrics."""
     api = init_api(app)
     api.register_blueprint(ops.blp)
     app.register_blueprint(ops.assets)
-    api.register_blueprint(auth.blp, url_prefix="/api/v1/auth")
-    api.register_blueprint(keys.blp)
-    api.register_blueprint(tasks.blp, url_prefix="/api/v1/tasks")
-    api.register_blueprint(stats.blp, url_prefix="/api/v1/stats")
-    api.register_blueprint(users.blp, url_prefix="/api/v1/users")
-    api.register_blueprint(webhooks.blp, url_prefix="/api/v1/webhooks")
+    service = app.config["TASKAPI_SERVICE"]
+    for name, blueprints in SERVICES.items():
+        if service in ("all", name):
+            for blueprint, prefix in blueprints:
+                api.register_blueprint(blueprint, url_prefix=prefix)
     mount_metrics(app)

@@ -7,6 +7,7 @@ from flask import current_app
 from taskapi.api.ops import PARSE_ERROR
 from taskapi.http.blueprint import Blueprint
 from taskapi.schemas.common import JwkSetSchema
+from taskapi.services.keys import Keyring
 
 blp = Blueprint("keys", __name__, description="Public keys for verifying tokens (JWKS).")
 blp.exempt_from_rate_limits = True  # public, cacheable, fetched by other services
@@ -27,5 +28,5 @@ def jwks():
     No private parameter ever appears.
     """
     ring = current_app.extensions.get("keyring")
-    body = ring.jwks() if ring is not None else {"keys": []}
+    body = ring.jwks() if isinstance(ring, Keyring) else {"keys": []}
     return body, 200, {"Cache-Control": f"public, max-age={MAX_AGE_SECONDS}"}

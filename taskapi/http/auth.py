@@ -54,8 +54,8 @@ def _signature_matches(head: dict[str, Any], signing_input: str, signature_b64: 
         expected = hmac.new(config["JWT_SECRET_KEY"].encode(), signing_input.encode(), DIGESTS[algorithm]).digest()
         return hmac.compare_digest(signature, expected)
     kid = head.get("kid")
-    ring = current_app.extensions.get("keyring")
-    public = ring.verifiers.get(kid) if ring is not None and isinstance(kid, str) else None
+    ring = current_app.extensions.get("keyring")  # keys.Keyring, or keys.RemoteKeyring (JWKS_URL)
+    public = ring.verifier(kid) if ring is not None and isinstance(kid, str) else None
     return public is not None and bool(VERIFIERS[algorithm].verify(signing_input.encode(), public, signature))
 
 

@@ -16,13 +16,24 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import os
+import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt import PyJWK
+from jwt.exceptions import InvalidKeyError, PyJWKError
+
+from taskapi.extensions import PREFIX
+
+log = logging.getLogger("taskapi.security")
 
 ASYMMETRIC = ("RS256", "ES256")
 RSA_BITS = 3072  # what `keys rotate` makes; any key of at least MIN_RSA_BITS verifies and signs
@@ -67,6 +78,9 @@ class Keyring:
     @property
     def verifiers(self) -> dict[str, PublicKey]:
         return {key.kid: key.public for key in self.keys}
+
+    def verifier(self, kid: str) -> PublicKey | None:
+        return self.verifiers.get(kid)
 
     def jwks(self) -> dict[str, list[dict[str, str]]]:
         """The public JWK set, newest key first; no private parameter ever appears."""
@@ -150,3 +164,102 @@ def add_key(directory: str | Path, algorithm: str) -> SigningKey:
     if path.stat().st_mtime <= newest:  # same clock tick as another file: make it the newest
         os.utime(path, (newest + 1, newest + 1))
     return key
+
+
+# --- a verifier's keys: the auth service's JWK set ----------------------------------------------
+#
+# A service that only verifies tokens (TASKAPI_SERVICE=tasks) reads the public keys from JWKS_URL.
+# It fetches the set when it starts and again when a token names a kid it does not have, at
+# most once per JWKS_REFETCH_SECONDS (a flood of made-up kids costs one fetch per interval).
+# Each good set is also kept in the shared Redis (taskapi:jwks), so a process that starts while
+# the auth service is down verifies with the last set any process saw; while it is down, the
+# keys in hand keep working.
+
+FETCH_TIMEOUT_SECONDS = 2.0
+MAX_JWKS_BYTES = 256 * 1024
+
+
+def parse_jwks(raw: bytes, algorithm: str) -> dict[str, PublicKey]:
+    """kid -> public key for every usable key of this algorithm in a JWK set (others skipped);
+    ValueError when the document is not a JWK set."""
+    document = json.loads(raw)
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise ValueError("not a JWK set")
+    found: dict[str, PublicKey] = {}
+    for jwk in document["keys"]:
+        if not isinstance(jwk, dict) or not isinstance(jwk.get("kid"), str) or jwk.get("alg") != algorithm:
+            continue
+        if jwk.get("use", "sig") != "sig" or any(name in jwk for name in ("d", "p", "q", "k")):
+            continue  # not for signatures, or not a public key
+        try:
+            key = PyJWK(jwk, algorithm=algorithm).key
+        except (PyJWKError, InvalidKeyError, ValueError, TypeError):
+            continue
+        if isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+            found[jwk["kid"]] = key
+    return found
+
+
+class RemoteKeyring:
+    """The verifying keys of JWKS_URL, refreshed on an unknown kid (throttled), with the last
+    good set kept in Redis for processes that start while the auth service is down."""
+
+    def __init__(self, url: str, algorithm: str, refetch_seconds: float, store: Any) -> None:
+        self.url, self.algorithm, self.refetch_seconds = url, algorithm, refetch_seconds
+        self.store = store  # a Redis client (the main one), or None
+        self.keys: dict[str, PublicKey] = {}
+        self.fetched_at = float("-inf")
+        self.lock = threading.Lock()
+        self.refresh()
+
+    @property
+    def verifiers(self) -> dict[str, PublicKey]:
+        return self.keys
+
+    def verifier(self, kid: str) -> PublicKey | None:
+        key = self.keys.get(kid)
+        if key is None and time.monotonic() - self.fetched_at >= self.refetch_seconds:
+            self.refresh()
+            key = self.keys.get(kid)
+        return key
+
+    def refresh(self) -> None:
+        with self.lock:
+            if time.monotonic() - self.fetched_at < self.refetch_seconds:
+                return  # another thread just did
+            self.fetched_at = time.monotonic()
+            try:
+                raw = self._fetch()
+                keys = parse_jwks(raw, self.algorithm)
+            except (OSError, ValueError) as exc:
+                log.warning("JWKS_URL %s: %s; verifying with %d known key(s)", self.url, exc, len(self.keys))
+                if not self.keys:
+                    self.keys = self._stored()
+                return
+            self.keys = keys
+            self._store(raw)
+
+    def _fetch(self) -> bytes:
+        request = urllib.request.Request(self.url, headers={"Accept": "application/json"})
+        with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_SECONDS) as response:  # the configured URL
+            raw = bytes(response.read(MAX_JWKS_BYTES + 1))
+        if len(raw) > MAX_JWKS_BYTES:
+            raise ValueError(f"the JWK set is over {MAX_JWKS_BYTES} bytes")
+        return raw
+
+    def _stored(self) -> dict[str, PublicKey]:
+        try:
+            raw = self.store.get(STORE_KEY) if self.store is not None else None
+            return parse_jwks(raw, self.algorithm) if raw else {}
+        except (redis.RedisError, ValueError):
+            return {}
+
+    def _store(self, raw: bytes) -> None:
+        try:
+            if self.store is not None:
+                self.store.set(STORE_KEY, raw)
+        except redis.RedisError as exc:
+            log.warning("the JWK set was not kept in Redis (%s)", exc.__class__.__name__)
+
+
+STORE_KEY = f"{PREFIX}jwks"

@@ -183,7 +183,8 @@ def end_session(sid: str) -> None:
 
 
 def _token_pair(user_id: str, sid: str, generation: int, role: str) -> tuple[dict[str, Any], str]:
-    if current_app.config["JWT_ALGORITHM"] in keys.ASYMMETRIC and current_app.extensions.get("keyring") is None:
+    if (current_app.config["JWT_ALGORITHM"] in keys.ASYMMETRIC
+            and not isinstance(current_app.extensions.get("keyring"), keys.Keyring)):
         raise ServiceUnavailable("No signing key is installed; an operator must add one.")
     refresh_jti = uuid.uuid4().hex
     claims = {"sid": sid, "gen": generation, "role": role}
@@ -250,7 +251,10 @@ def init_jwt(app: Flask) -> None:
     """flask-jwt-extended issues the tokens: our algorithm, lifetimes, issuer, audience and nbf;
     with RS256/ES256, signed by the newest key of JWT_PRIVATE_KEYS, its kid in the header."""
     config = app.config
-    if config["JWT_ALGORITHM"] in keys.ASYMMETRIC:
+    if config["JWT_ALGORITHM"] in keys.ASYMMETRIC and config["JWKS_URL"]:  # verifies only (the tasks service)
+        app.extensions["keyring"] = keys.RemoteKeyring(config["JWKS_URL"], config["JWT_ALGORITHM"],
+                                                       config["JWKS_REFETCH_SECONDS"], app.extensions["redis"])
+    elif config["JWT_ALGORITHM"] in keys.ASYMMETRIC:
         ring = load_keyring(config)
         app.extensions["keyring"] = ring
         if ring is None:  # `keys rotate` still runs; gunicorn refuses to start (gunicorn.conf.py)
@@ -274,7 +278,7 @@ def init_jwt(app: Flask) -> None:
 def _key_id_header(identity: Any) -> dict[str, str]:
     """The signing key's id, so a verifier picks the right public key (RS256/ES256 only)."""
     ring = current_app.extensions.get("keyring")
-    return {"kid": ring.signer.kid} if ring is not None else {}
+    return {"kid": ring.signer.kid} if isinstance(ring, keys.Keyring) else {}
 
 
 def load_keyring(config: Any) -> keys.Keyring | None:

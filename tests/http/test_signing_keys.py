@@ -193,3 +193,16 @@ def test_gunicorn_refuses_to_start_without_a_key(app_env, tmp_path):
 def test_keys_are_written_for_their_owner_only(tmp_path):
     key = keys.add_key(tmp_path / "k", "ES256")
     assert oct(key.path.stat().st_mode & 0o777) == "0o600" and Path(key.path).read_bytes().startswith(b"-----BEGIN")
+
+
+def test_a_fetched_jwk_set_yields_only_public_keys_of_the_configured_algorithm():
+    rsa_key, ec_key = keys.new_private_key("RS256"), keys.new_private_key("ES256")
+    public = keys.public_jwk(rsa_key.public_key(), "RS256")
+    private = {**jwt.algorithms.RSAAlgorithm.to_jwk(rsa_key, as_dict=True), "kid": "with-d", "alg": "RS256"}
+    other_alg = keys.public_jwk(ec_key.public_key(), "ES256")
+    document = json.dumps({"keys": [public, private, other_alg, {"kid": "broken", "alg": "RS256", "kty": "RSA"},
+                                    "not a key"]}).encode()
+    assert set(keys.parse_jwks(document, "RS256")) == {public["kid"]}
+    assert set(keys.parse_jwks(document, "ES256")) == {other_alg["kid"]}
+    with pytest.raises(ValueError):
+        keys.parse_jwks(b'{"no": "keys"}', "RS256")
