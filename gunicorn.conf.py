@@ -15,9 +15,17 @@ except ConfigError as exc:
     sys.stderr.write(f"taskapi: configuration error: {exc}\n")
     sys.exit(1)
 
-if _config.JWT_ALGORITHM in ("RS256", "ES256") and _config.ENV_NAME != "development" and not any(
-        p.endswith(".pem") for p in (os.listdir(_config.JWT_PRIVATE_KEYS) if os.path.isdir(_config.JWT_PRIVATE_KEYS)
-                                     else [])):
+
+def _missing_signing_key(config) -> bool:
+    """RS256/ES256 signing needs a key in JWT_PRIVATE_KEYS (development makes one; a service that
+    only verifies, with JWKS_URL, needs none)."""
+    if config.JWT_ALGORITHM not in ("RS256", "ES256") or config.ENV_NAME == "development" or config.JWKS_URL:
+        return False
+    folder = config.JWT_PRIVATE_KEYS
+    return not (os.path.isdir(folder) and any(name.endswith(".pem") for name in os.listdir(folder)))
+
+
+if _missing_signing_key(_config):  # the app would answer every login with 503: refuse to start instead
     sys.stderr.write(f"taskapi: configuration error: JWT_PRIVATE_KEYS ({_config.JWT_PRIVATE_KEYS}) holds no *.pem "
                      "key; add one with: flask --app wsgi keys rotate\n")
     sys.exit(1)

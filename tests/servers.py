@@ -130,7 +130,8 @@ def live_app(logs: Path, *, admin: tuple[str, str], workers: int = 2, **settings
 
 NGINX_REWRITES = {  # what the repo's nginx.conf says -> what a test needs
     "listen 80 default_server;": "listen 127.0.0.1:{port} default_server;",
-    "server app:8000 resolve;": "server {upstream};",  # Debian's 1.22 has no `resolve`
+    "server auth:8000 resolve;": "server {auth_upstream};",  # Debian's 1.22 has no `resolve`
+    "server tasks:8000 resolve;": "server {upstream};",
     "pid /var/run/nginx.pid;": "pid {workdir}/nginx.pid;",
     "/var/log/nginx/": "{workdir}/",
     "/var/cache/nginx/": "{workdir}/cache/",
@@ -140,18 +141,21 @@ NGINX_REWRITES = {  # what the repo's nginx.conf says -> what a test needs
 class NginxServer:
     """Debian's nginx running the repo's nginx.conf, rewritten only for ports and paths."""
 
-    def __init__(self, upstream: str, workdir: Path) -> None:
+    def __init__(self, upstream: str, workdir: Path, auth_upstream: str | None = None) -> None:
+        """`upstream` serves everything (the monolith), or the tasks service when `auth_upstream`
+        names the auth service."""
         self.port = devserver.free_port()
         self.workdir = workdir
         self.base = f"http://127.0.0.1:{self.port}"
-        self.conf = self.render(upstream)
+        self.conf = self.render(upstream, auth_upstream or upstream)
         self.process: subprocess.Popen | None = None
 
-    def render(self, upstream: str) -> Path:
+    def render(self, upstream: str, auth_upstream: str) -> Path:
         text = (ROOT / "nginx.conf").read_text()
         for old, new in NGINX_REWRITES.items():
             assert old in text, f"nginx.conf no longer contains {old!r}"
-            text = text.replace(old, new.format(port=self.port, upstream=upstream, workdir=self.workdir))
+            text = text.replace(old, new.format(port=self.port, upstream=upstream, auth_upstream=auth_upstream,
+                                                workdir=self.workdir))
         (self.workdir / "cache").mkdir(parents=True, exist_ok=True)  # creates the workdir too
         (self.workdir / "cache").chmod(0o777)  # Nginx workers run unprivileged
         conf = self.workdir / "nginx.conf"

@@ -89,15 +89,18 @@ def test_compose_wires_mongo_two_redis_rabbitmq_app_worker_and_nginx():
     assert compose["networks"]["backend"]["internal"] is True
     for name, service in services.items():
         if name != "nginx":
-            assert "ports" not in service and service["networks"] == ["backend"], name
+            assert "ports" not in service and list(service["networks"]) == ["backend"], name
     nginx = services["nginx"]
     assert set(nginx["networks"]) == {"edge", "backend"}
     assert "./nginx.conf:/etc/nginx/nginx.conf:ro" in nginx["volumes"]
     assert any(port.endswith(":80") for port in nginx["ports"])
     assert "/healthz" in " ".join(nginx["healthcheck"]["test"])
-    # nginx.conf re-resolves the replicas (`server app:8000 resolve;`): open-source nginx >= 1.27.3.
+    # nginx.conf routes to an auth and a tasks upstream, re-resolving their replicas (`resolve`:
+    # open-source nginx >= 1.27.3); in the monolith the app service answers to both names.
     conf = (ROOT / "nginx.conf").read_text()
-    assert "server app:8000 resolve;" in conf and re.search(r"^\s+resolver 127\.0\.0\.11 valid=\d+s", conf, re.M)
+    assert "server auth:8000 resolve;" in conf and "server tasks:8000 resolve;" in conf
+    assert re.search(r"^\s+resolver 127\.0\.0\.11 valid=\d+s", conf, re.M)
+    assert services["app"]["networks"]["backend"]["aliases"] == ["auth", "tasks"]
     major, minor = map(int, re.match(r"nginx:(\d+)\.(\d+)", nginx["image"]).groups())
     assert (major, minor) >= (1, 28), nginx["image"]
 
