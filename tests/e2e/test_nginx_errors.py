@@ -185,7 +185,7 @@ def render(workdir: Path, port: int, upstream: int) -> Path:
     text = (ROOT / "nginx.conf").read_text()
     rewrites = [
         (r"(?m)^(\s*)listen\s+80\b[^;]*;", rf"\1listen 127.0.0.1:{port} default_server;"),
-        (r"server\s+app:8000\b[^;]*", f"server 127.0.0.1:{upstream}"),
+        (r"server\s+(auth|tasks):8000\b[^;]*", f"server 127.0.0.1:{upstream}"),  # both upstreams: the stub
         (r"(?m)^pid\s+[^;]+;", f"pid {workdir}/nginx.pid;"),
         (r"(?m)^error_log\s+\S+\s+\w+;", f"error_log {workdir}/error.log info;"),
         (r"access_log\s+/var/log/nginx/access.log", f"access_log {workdir}/access.log"),
@@ -196,7 +196,7 @@ def render(workdir: Path, port: int, upstream: int) -> Path:
         (r"(?m)^(\s*)server_name _;", rf"\1server_name _;\n\1location = /__test/500 {{ return 500; }}"
                                       rf"\n\1location = /__test/503 {{ return 503; }}"
                                       rf"\n\1location = /__test/unwritable {{ client_body_temp_path {workdir}/locked/t;"
-                                      r" client_body_buffer_size 1k; proxy_pass http://taskapi; }"),
+                                      r" client_body_buffer_size 1k; proxy_pass http://taskapi_tasks; }"),
     ]
     for pattern, replacement in rewrites:
         text, count = re.subn(pattern, replacement, text)
