@@ -151,6 +151,9 @@ class Config:
         self.RATELIMIT_PER_IDENTITY = env_str("RATELIMIT_DEFAULT", "600/minute")
         self.RATELIMIT_LOGIN = env_str("RATELIMIT_LOGIN", "10/minute")
         self.RATELIMIT_LOGIN_ACCOUNT = env_str("RATELIMIT_LOGIN_ACCOUNT", "5/minute")
+        # Reset emails to one address from anywhere (many IPs cannot flood an inbox, nor keep
+        # replacing its token).
+        self.RATELIMIT_PASSWORD_RESET_ADDRESS = env_str("RATELIMIT_PASSWORD_RESET_ADDRESS", "5/hour")
         self.RATELIMIT_REGISTER = env_str("RATELIMIT_REGISTER", "20/hour")
 
         self.CACHE_TTL_SECONDS = env_int("CACHE_TTL_SECONDS", 30)
@@ -245,7 +248,8 @@ class Config:
             raise ConfigError(f"LOG_FORMAT must be text or json, got {self.LOG_FORMAT!r}")
         from limits import parse_many
 
-        for name in ("RATELIMIT_PER_IDENTITY", "RATELIMIT_LOGIN", "RATELIMIT_LOGIN_ACCOUNT", "RATELIMIT_REGISTER"):
+        for name in ("RATELIMIT_PER_IDENTITY", "RATELIMIT_LOGIN", "RATELIMIT_LOGIN_ACCOUNT", "RATELIMIT_REGISTER",
+                     "RATELIMIT_PASSWORD_RESET_ADDRESS"):
             try:
                 parse_many(getattr(self, name))
             except ValueError:

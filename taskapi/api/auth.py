@@ -6,7 +6,16 @@ from flask import url_for
 
 from taskapi.http.auth import current_claims, current_user_id
 from taskapi.http.blueprint import Blueprint
-from taskapi.http.limits import client_ip, ip_and_email, ip_and_identity, login_account_rate, login_rate, register_rate
+from taskapi.http.limits import (
+    client_ip,
+    email_alone,
+    ip_and_email,
+    ip_and_identity,
+    login_account_rate,
+    login_rate,
+    register_rate,
+    reset_address_rate,
+)
 from taskapi.schemas.auth import (
     AcceptedSchema,
     LoginSchema,
@@ -59,6 +68,7 @@ def login(body):
 @blp.route("/password-reset", methods=["POST"])
 @blp.limit(login_rate, key=client_ip)
 @blp.limit(login_account_rate, key=ip_and_email)
+@blp.limit(reset_address_rate, key=email_alone)
 @blp.arguments(PasswordResetRequestSchema())
 @blp.response(202, AcceptedSchema())
 def request_password_reset(body):
@@ -68,7 +78,8 @@ def request_password_reset(body):
     PASSWORD_RESET_TTL_SECONDS, 30 min by default) in a link (PASSWORD_RESET_URL). Only the
     token of the newest email works. Unknown and deactivated addresses get nothing, and the
     answer is the same, in the same time: the request only queues the email, and the
-    notification worker decides when it sends it. Limited like login.
+    notification worker decides when it sends it. Limited like login, and per address from
+    any IP (RATELIMIT_PASSWORD_RESET_ADDRESS, 5 an hour).
     """
     auth.request_password_reset(email=body["email"])
     return {"detail": "If an active account has this email, a reset link is on its way."}, 202

@@ -101,6 +101,18 @@ def ip_and_identity() -> str:
     return f"ip:{client_ip()}:{identity()}"
 
 
+def email_alone() -> str:
+    """Password-reset requests per address, whatever the IP (every address alike: it tells nothing)."""
+    body = g.get("json_body") or {}
+    email = body.get("email")
+    email = email if isinstance(email, str) else ""
+    return "reset-email:" + hashlib.sha256(email.strip().lower().encode()).hexdigest()[:24]
+
+
+def reset_address_rate() -> str:
+    return str(current_app.config["RATELIMIT_PASSWORD_RESET_ADDRESS"])
+
+
 def login_rate() -> str:
     return str(current_app.config["RATELIMIT_LOGIN"])
 

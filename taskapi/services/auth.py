@@ -148,7 +148,7 @@ def issue_reset_token(email: str, now: datetime) -> str | None:
 
 
 def reset_mail_text(token: str) -> str:
-    link = current_app.config["PASSWORD_RESET_URL"].format(token=token)
+    link = current_app.config["PASSWORD_RESET_URL"].replace("{token}", token)  # url-safe already; no other braces read
     minutes = current_app.config["PASSWORD_RESET_TTL_SECONDS"] // 60
     return (f"Someone asked to reset the password of your taskapi account.\n\n"
             f"To choose a new password, open this link within {minutes} minutes:\n{link}\n\n"
@@ -164,9 +164,10 @@ def confirm_password_reset(*, token: str, new_password: str) -> None:
     expires = user["password_reset"].get("expires_at") if user else None
     if user is None or not user["active"] or expires is None or _aware(expires) <= utcnow():
         raise ValidationFailed(errors={"token": [BAD_RESET_TOKEN]})
+    new_hash = tokens.hash_password(new_password)  # before revoking: a login in between must see both changes
     generation = tokens.revoke_all_tokens(str(user["_id"]), user.get("token_gen", 0))
     used = users().update_one({"_id": user["_id"], "password_reset.hash": digest},
-                              {"$set": {"password_hash": tokens.hash_password(new_password), "updated_at": utcnow()},
+                              {"$set": {"password_hash": new_hash, "updated_at": utcnow()},
                                "$unset": {"password_reset": ""}, "$max": {"token_gen": generation}})
     if not used.modified_count:  # used by a concurrent confirm meanwhile
         raise ValidationFailed(errors={"token": [BAD_RESET_TOKEN]})

@@ -125,16 +125,22 @@ def load_keyring(directory: str | Path, algorithm: str) -> Keyring:
     folder = Path(directory)
     if not folder.is_dir():
         raise UnusableKey(f"JWT_PRIVATE_KEYS: {folder} is not a directory")
-    files = sorted(folder.glob("*.pem"), key=lambda p: (p.stat().st_mtime, p.name))
-    keys = []
+    try:
+        files = sorted(folder.glob("*.pem"), key=lambda p: (p.stat().st_mtime, p.name))
+    except OSError as exc:  # a dangling symlink among them
+        raise UnusableKey(f"JWT_PRIVATE_KEYS: {exc}") from None
+    keys: list[SigningKey] = []
     for path in files:
         try:
             private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except OSError as exc:  # unreadable (another owner, a directory named *.pem)
+            raise UnusableKey(f"{path}: cannot be read ({exc.strerror or exc})") from None
         except (ValueError, TypeError) as exc:
             raise UnusableKey(f"{path}: not an unencrypted PEM private key ({exc})") from None
         _check(private, algorithm, path)
         assert isinstance(private, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey)
         jwk = public_jwk(private.public_key(), algorithm)
+        keys = [key for key in keys if key.kid != jwk["kid"]]  # the same key twice: listed once, as the newer
         keys.append(SigningKey(kid=jwk["kid"], path=path, private=private, jwk=jwk))
     if not keys:
         raise UnusableKey(f"JWT_PRIVATE_KEYS: no *.pem key in {folder} (make one with: flask --app wsgi keys rotate)")
@@ -157,9 +163,13 @@ def add_key(directory: str | Path, algorithm: str) -> SigningKey:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     path = folder / f"{stamp}-{jwk['kid'][:12]}.pem"
     key = SigningKey(kid=jwk["kid"], path=path, private=private, jwk=jwk)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    partial = path.with_name(path.name + ".partial")  # outside the *.pem glob until complete
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "wb") as out:
         out.write(key.private_pem())
+        out.flush()
+        os.fsync(out.fileno())
+    os.rename(partial, path)  # a reader sees no file or the whole key, never a part
     newest = max((p.stat().st_mtime for p in folder.glob("*.pem") if p != path), default=0.0)
     if path.stat().st_mtime <= newest:  # same clock tick as another file: make it the newest
         os.utime(path, (newest + 1, newest + 1))

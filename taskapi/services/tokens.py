@@ -35,7 +35,6 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from bson import ObjectId
 from bson.errors import InvalidId
-from cryptography.hazmat.primitives import serialization
 from flask import Flask, current_app
 from flask_jwt_extended import create_access_token, create_refresh_token
 
@@ -260,10 +259,9 @@ def init_jwt(app: Flask) -> None:
         if ring is None:  # `keys rotate` still runs; gunicorn refuses to start (gunicorn.conf.py)
             log.error("JWT_PRIVATE_KEYS (%s) holds no key: logins answer 503 until one is added "
                       "(flask --app wsgi keys rotate) and the app reloaded", config["JWT_PRIVATE_KEYS"])
-        else:
-            config["JWT_PRIVATE_KEY"] = ring.signer.private_pem().decode()
-            config["JWT_PUBLIC_KEY"] = ring.signer.public.public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+        else:  # key objects, not PEM text: PyJWT would parse (and check) an RSA PEM on every token, ~150 ms
+            config["JWT_PRIVATE_KEY"] = ring.signer.private
+            config["JWT_PUBLIC_KEY"] = ring.signer.public
     config["JWT_TOKEN_LOCATION"] = ["headers"]
     config["JWT_DECODE_ALGORITHMS"] = [config["JWT_ALGORITHM"]]
     config["JWT_ACCESS_TOKEN_EXPIRES"] = timedelta(seconds=config["ACCESS_TOKEN_TTL_SECONDS"])

@@ -146,3 +146,26 @@ def test_requests_are_limited_like_login(make_app):
     assert client.post(RESET, json={"email": "yan@example.com"}).status_code == 429
     confirms = [client.post(CONFIRM, json={"token": "x", "new_password": NEW_PASSWORD}).status_code for _ in range(4)]
     assert confirms == [422, 422, 422, 429]
+
+
+def test_many_addresses_cannot_flood_one_inbox(make_app):
+    limited = make_app(RATELIMIT_ENABLED="true", RATELIMIT_LOGIN="100/minute", RATELIMIT_LOGIN_ACCOUNT="100/minute",
+                       RATELIMIT_PASSWORD_RESET_ADDRESS="2/hour")
+    statuses = [limited.test_client().post(RESET, json={"email": "vic@example.com"},
+                                           environ_base={"REMOTE_ADDR": f"203.0.113.{n}"}).status_code
+                for n in range(1, 4)]
+    assert statuses == [202, 202, 429]  # three addresses, one inbox
+    other = limited.test_client().post(RESET, json={"email": "someone@example.com"},
+                                       environ_base={"REMOTE_ADDR": "203.0.113.9"})
+    assert other.status_code == 202
+
+
+def test_the_link_template_may_hold_other_braces(make_app, sink):
+    app = make_app(SMTP_URL=f"smtp://127.0.0.1:{sink.port}",
+                   PASSWORD_RESET_URL="https://app.example.com/{lang}/reset?token={token}")
+    client = app.test_client()
+    register(client, "dee@example.com")
+    request_reset(client, "dee@example.com")
+    assert send_queued(app) == ["sent"]
+    body = sink.messages()[0].get_content()
+    assert re.search(r"https://app\.example\.com/\{lang\}/reset\?token=[A-Za-z0-9_-]{40,}", body), body

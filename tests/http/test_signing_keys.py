@@ -163,11 +163,19 @@ def test_without_a_key_logins_are_503_and_rotate_explains_hs256(make_app, tmp_pa
 @pytest.mark.parametrize(("algorithm", "content", "message"), [
     ("RS256", b"not a key", "not an unencrypted PEM private key"),
     ("ES256", None, "ES256 needs an EC key on P-256"),
+    ("RS256", "dangling", "JWT_PRIVATE_KEYS: "),
+    ("RS256", "directory", "cannot be read"),
 ])
 def test_an_unusable_key_file_stops_the_start_naming_it(make_app, tmp_path, algorithm, content, message):
     folder = tmp_path / "keys"
     if content is None:
         keys.add_key(folder, "RS256")
+    elif content == "dangling":
+        keys.add_key(folder, "RS256")
+        (folder / "gone.pem").symlink_to(tmp_path / "nowhere.pem")
+    elif content == "directory":
+        keys.add_key(folder, "RS256")
+        (folder / "adir.pem").mkdir()
     else:
         folder.mkdir()
         (folder / "broken.pem").write_bytes(content)
