@@ -134,6 +134,9 @@ class Config:
         # and cached; a token with an unknown kid fetches it again, at most every JWKS_REFETCH_SECONDS.
         self.JWKS_URL = env_str("JWKS_URL")
         self.JWKS_REFETCH_SECONDS = env_int("JWKS_REFETCH_SECONDS", 30, minimum=0)
+        # A new signing key is published at once and signs only this long after it was added,
+        # so every verifier has fetched it before it sees a token it signed (> JWKS_REFETCH_SECONDS).
+        self.JWT_KEY_ACTIVATION_SECONDS = env_int("JWT_KEY_ACTIVATION_SECONDS", 60, minimum=0)
         # `iss` and `aud` of every token: deployments that share a secret and a Redis keep apart
         # by giving each its own values.
         self.JWT_ISSUER = env_str("JWT_ISSUER", "taskapi")

@@ -22,7 +22,7 @@ def jwks():
     """The JWK set of every public key that verifies tokens now.
 
     No authentication; cacheable for 5 minutes. With `JWT_ALGORITHM=RS256` or `ES256` it lists
-    the public half of every key in `JWT_PRIVATE_KEYS`, the signing key first; a token's `kid`
+    the public half of every key in `JWT_PRIVATE_KEYS`, the newest first; a token's `kid`
     header names its key. A rotated-out key stays listed while its file stays, so tokens it
     signed keep verifying. With HS256 the set is empty: an HMAC secret is never published.
     No private parameter ever appears.

@@ -256,7 +256,8 @@ def keys_rotate_command(algorithm: str | None) -> None:
         raise click.ClickException("JWT_PRIVATE_KEYS is not set: name the directory the keys live in.")
     key = keys.add_key(config["JWT_PRIVATE_KEYS"], algorithm)
     click.echo(f"added {key.path} ({algorithm}, kid {key.kid})")
-    click.echo("it signs after a reload: kill -HUP <gunicorn master pid> on every auth instance")
+    click.echo("after a reload (kill -HUP <gunicorn master pid> on every auth instance) it is published at once "
+               f"and signs {config['JWT_KEY_ACTIVATION_SECONDS']} s after it was added (JWT_KEY_ACTIVATION_SECONDS)")
 
 
 @keys_cli.command("list")
@@ -267,7 +268,7 @@ def keys_list_command() -> None:
 
     config = current_app.config
     try:
-        ring = keys.load_keyring(config["JWT_PRIVATE_KEYS"], config["JWT_ALGORITHM"])
+        ring = keys.load_keyring(config["JWT_PRIVATE_KEYS"], config["JWT_ALGORITHM"], config["JWT_KEY_ACTIVATION_SECONDS"])
     except keys.UnusableKey as exc:
         raise click.ClickException(str(exc)) from None
     for key in reversed(ring.keys):

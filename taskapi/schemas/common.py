@@ -125,5 +125,5 @@ class JwkSchema(Schema):
 
 class JwkSetSchema(Schema):
     keys = fields.List(fields.Nested(JwkSchema), required=True,
-                       metadata={"description": "Every key that verifies tokens now, the signing one first; "
+                       metadata={"description": "Every key that verifies tokens now, the newest first; "
                                                 "empty when tokens are HMAC-signed (HS256)."})

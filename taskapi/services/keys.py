@@ -2,13 +2,14 @@
 JWT_PRIVATE_KEYS, the JWK set that GET /.well-known/jwks.json serves, and new keys for
 `flask --app wsgi keys rotate`.
 
-JWT_PRIVATE_KEYS is a directory of PEM private keys (`*.pem`). The newest file signs, by
-modification time, the name breaking ties (mounted secrets often share one time; `keys rotate`
-names files by their UTC creation time, so the name alone orders them too); every key in the
-directory verifies, so a token signed by an older key keeps working until it expires. A key's
-`kid` is its RFC 7638 thumbprint: the same key has the same kid on every service, and no name
-needs to be kept in step. The ring is read when the app is built: a reload (SIGHUP to
-gunicorn) picks up a new or removed file.
+JWT_PRIVATE_KEYS is a directory of PEM private keys (`*.pem`), ordered by modification time,
+the name breaking ties (mounted secrets often share one time; `keys rotate` names files by their
+UTC creation time, so the name alone orders them too). The newest signs once it is
+JWT_KEY_ACTIVATION_SECONDS old (see Keyring); every key in the directory verifies, so a token
+signed by an older key keeps working until it expires. A key's `kid` is its RFC 7638
+thumbprint: the same key has the same kid on every service, and no name needs to be kept in
+step. The ring is read when the app is built: a reload (SIGHUP to gunicorn) picks up a new or
+removed file.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class SigningKey:
     path: Path
     private: PrivateKey
     jwk: dict[str, str]  # the public key as a JWK (with kid, use, alg)
+    added: float = 0.0  # the file's modification time (unix seconds)
 
     @property
     def public(self) -> PublicKey:
@@ -66,14 +68,20 @@ class SigningKey:
 
 @dataclass
 class Keyring:
-    """The keys of JWT_PRIVATE_KEYS: `signer` signs, `verifiers` (kid -> public key) verify."""
+    """The keys of JWT_PRIVATE_KEYS, oldest first: every one verifies (and is published); the
+    newest one added at least `activation` seconds ago signs. A new key is published at once and
+    signs only later, so verifiers that cache the JWK set (or fetch it again at most every so
+    often) know it before the first token it signs reaches them: a rotation fails no request.
+    When no key is that old (the very first one), the newest signs."""
 
     algorithm: str
     keys: list[SigningKey] = field(default_factory=list)
+    activation: float = 0.0
 
     @property
     def signer(self) -> SigningKey:
-        return self.keys[-1]
+        ready = [key for key in self.keys if key.added <= time.time() - self.activation]
+        return ready[-1] if ready else self.keys[-1]
 
     @property
     def verifiers(self) -> dict[str, PublicKey]:
@@ -120,8 +128,8 @@ def _check(private: object, algorithm: str, path: Path) -> None:
         raise UnusableKey(f"{path}: ES256 needs an EC key on P-256")
 
 
-def load_keyring(directory: str | Path, algorithm: str) -> Keyring:
-    """Every `*.pem` private key of the directory, oldest first (the last one signs)."""
+def load_keyring(directory: str | Path, algorithm: str, activation: float = 0.0) -> Keyring:
+    """Every `*.pem` private key of the directory, oldest first (see Keyring for which signs)."""
     folder = Path(directory)
     if not folder.is_dir():
         raise UnusableKey(f"JWT_PRIVATE_KEYS: {folder} is not a directory")
@@ -141,10 +149,10 @@ def load_keyring(directory: str | Path, algorithm: str) -> Keyring:
         assert isinstance(private, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey)
         jwk = public_jwk(private.public_key(), algorithm)
         keys = [key for key in keys if key.kid != jwk["kid"]]  # the same key twice: listed once, as the newer
-        keys.append(SigningKey(kid=jwk["kid"], path=path, private=private, jwk=jwk))
+        keys.append(SigningKey(kid=jwk["kid"], path=path, private=private, jwk=jwk, added=path.stat().st_mtime))
     if not keys:
         raise UnusableKey(f"JWT_PRIVATE_KEYS: no *.pem key in {folder} (make one with: flask --app wsgi keys rotate)")
-    return Keyring(algorithm=algorithm, keys=keys)
+    return Keyring(algorithm=algorithm, keys=keys, activation=activation)
 
 
 def new_private_key(algorithm: str) -> PrivateKey:

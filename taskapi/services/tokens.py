@@ -26,6 +26,7 @@ import fcntl
 import logging
 import time
 import uuid
+from contextvars import ContextVar
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -187,8 +188,13 @@ def _token_pair(user_id: str, sid: str, generation: int, role: str) -> tuple[dic
         raise ServiceUnavailable("No signing key is installed; an operator must add one.")
     refresh_jti = uuid.uuid4().hex
     claims = {"sid": sid, "gen": generation, "role": role}
-    access = create_access_token(identity=user_id, additional_claims=claims)
-    refresh = create_refresh_token(identity=user_id, additional_claims={**claims, "jti": refresh_jti})
+    ring = current_app.extensions.get("keyring")
+    chosen = SIGNING.set(ring.signer if isinstance(ring, keys.Keyring) else None)
+    try:
+        access = create_access_token(identity=user_id, additional_claims=claims)
+        refresh = create_refresh_token(identity=user_id, additional_claims={**claims, "jti": refresh_jti})
+    finally:
+        SIGNING.reset(chosen)
     pair = {
         "access_token": access,
         "refresh_token": refresh,
@@ -260,7 +266,7 @@ def init_jwt(app: Flask) -> None:
             log.error("JWT_PRIVATE_KEYS (%s) holds no key: logins answer 503 until one is added "
                       "(flask --app wsgi keys rotate) and the app reloaded", config["JWT_PRIVATE_KEYS"])
         else:  # key objects, not PEM text: PyJWT would parse (and check) an RSA PEM on every token, ~150 ms
-            config["JWT_PRIVATE_KEY"] = ring.signer.private
+            config["JWT_PRIVATE_KEY"] = ring.signer.private  # (for flask-jwt-extended's checks; _signing_key signs)
             config["JWT_PUBLIC_KEY"] = ring.signer.public
     config["JWT_TOKEN_LOCATION"] = ["headers"]
     config["JWT_DECODE_ALGORITHMS"] = [config["JWT_ALGORITHM"]]
@@ -272,11 +278,28 @@ def init_jwt(app: Flask) -> None:
     jwt.init_app(app)
 
 
+# The key a token pair is signed with, chosen once per pair (_token_pair): the signer can change
+# while the app runs (a new key starts signing once it has been published long enough).
+SIGNING: ContextVar[keys.SigningKey | None] = ContextVar("taskapi_signing_key", default=None)
+
+
+def _signing_key() -> keys.SigningKey:
+    chosen = SIGNING.get()
+    return chosen if chosen is not None else current_app.extensions["keyring"].signer
+
+
 @jwt.additional_headers_loader
 def _key_id_header(identity: Any) -> dict[str, str]:
     """The signing key's id, so a verifier picks the right public key (RS256/ES256 only)."""
-    ring = current_app.extensions.get("keyring")
-    return {"kid": ring.signer.kid} if isinstance(ring, keys.Keyring) else {}
+    return {"kid": _signing_key().kid} if isinstance(current_app.extensions.get("keyring"), keys.Keyring) else {}
+
+
+@jwt.encode_key_loader
+def _encode_key(identity: Any) -> Any:
+    """HS*: JWT_SECRET_KEY; RS256/ES256: the private key the pair is signed with."""
+    if isinstance(current_app.extensions.get("keyring"), keys.Keyring):
+        return _signing_key().private
+    return current_app.config["JWT_SECRET_KEY"]
 
 
 def load_keyring(config: Any) -> keys.Keyring | None:
@@ -293,6 +316,6 @@ def load_keyring(config: Any) -> keys.Keyring | None:
     if not directory.is_dir() or not any(directory.glob("*.pem")):
         return None
     try:
-        return keys.load_keyring(directory, config["JWT_ALGORITHM"])
+        return keys.load_keyring(directory, config["JWT_ALGORITHM"], config["JWT_KEY_ACTIVATION_SECONDS"])
     except keys.UnusableKey as exc:
         raise ConfigError(str(exc)) from None

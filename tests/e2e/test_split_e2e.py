@@ -6,9 +6,13 @@ service's JWKS_URL), sharing the Redis revocation state; nginx.conf routes /api/
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 
+import jwt
 import pytest
 import requests
 
@@ -29,11 +33,16 @@ def split(tmp_path_factory):
     base_env = {"TASKAPI_ENV": "testing", "MONGODB_URI": mongo.uri, "REDIS_URL": state.url,
                 "CACHE_REDIS_URL": cache.url, "JWT_SECRET_KEY": "split-secret-" + "s" * 40,
                 "TRUSTED_PROXY_COUNT": "1", "JWT_ALGORITHM": "RS256", "RATELIMIT_DEFAULT": "100000/minute",
+                "RATELIMIT_LOGIN": "1000/minute", "RATELIMIT_LOGIN_ACCOUNT": "1000/minute",
+                "RATELIMIT_REGISTER": "1000/minute", "JWKS_REFETCH_SECONDS": "3", "JWT_KEY_ACTIVATION_SECONDS": "5",
                 "ARGON2_TIME_COST": "1", "ARGON2_MEMORY_KIB": "8192", "ARGON2_PARALLELISM": "1"}
     keys = work / "keys"
     auth_env = {**base_env, "TASKAPI_SERVICE": "auth", "JWT_PRIVATE_KEYS": str(keys)}
     subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "keys", "rotate"], cwd=ROOT,
                    env={**os.environ, **auth_env}, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "users", "create-admin", "--email",
+                    "root@example.com", "--password", PASSWORD], cwd=ROOT, env={**os.environ, **auth_env},
+                   check=True, capture_output=True)
     auth = GunicornServer(auth_env, workers=2, log_path=work / "auth.log").start()
     tasks_env = {**base_env, "TASKAPI_SERVICE": "tasks", "JWT_PRIVATE_KEYS": "",
                  "JWKS_URL": f"{auth.base}/.well-known/jwks.json"}
@@ -43,7 +52,7 @@ def split(tmp_path_factory):
     assert check.returncode == 0, check.stderr
     nginx.start()
     try:
-        yield {"base": nginx.base, "auth": auth, "tasks": tasks}
+        yield {"base": nginx.base, "auth": auth, "tasks": tasks, "auth_env": auth_env}
     finally:
         nginx.stop()
         tasks.stop()
@@ -99,3 +108,71 @@ def test_with_the_auth_service_stopped_the_tasks_service_keeps_serving_issued_to
     assert again.status_code == 200  # no restart of the tasks service needed
     fresh = {"Authorization": f"Bearer {again.json()['access_token']}"}
     assert requests.get(f"{api}/tasks", headers=fresh, timeout=10).status_code == 200
+
+
+def sign_in(api: str, email: str) -> dict[str, str]:
+    requests.post(f"{api}/auth/register", json={"email": email, "password": PASSWORD}, timeout=10)
+    token = requests.post(f"{api}/auth/login", json={"email": email, "password": PASSWORD},
+                          timeout=10).json()["access_token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_an_admin_deactivating_or_demoting_at_auth_takes_effect_at_tasks_on_the_next_request(split):
+    api = split["base"] + "/api/v1"
+    admin = sign_in(api, "root@example.com")
+    for change in ({"active": False}, {"role": "user"}):
+        email = f"target-{len(change)}-{next(iter(change))}@example.com"
+        user = sign_in(api, email)
+        me = requests.get(f"{api}/auth/me", headers=user, timeout=10).json()["id"]
+        if change == {"role": "user"}:  # make them an admin first, then log in again as one
+            promoted = requests.patch(f"{api}/users/{me}", json={"role": "admin"}, headers=admin, timeout=10)
+            assert promoted.status_code == 200, promoted.text
+            user = {"Authorization": "Bearer " + requests.post(
+                f"{api}/auth/login", json={"email": email, "password": PASSWORD}, timeout=10).json()["access_token"]}
+        assert requests.get(f"{api}/tasks", headers=user, timeout=10).status_code == 200
+        changed = requests.patch(f"{api}/users/{me}", json=change, headers=admin, timeout=10)
+        assert changed.status_code == 200, changed.text
+        statuses = [requests.get(f"{api}/tasks", headers=user, timeout=10).status_code for _ in range(6)]
+        assert statuses == [401] * 6, (change, statuses)
+
+
+def test_key_rotation_and_reload_of_auth_under_load_fail_no_request_at_tasks(split):
+    api = split["base"] + "/api/v1"
+    holders = [sign_in(api, f"load{n}@example.com") for n in range(4)]
+    failures, done, stop = [], [0], threading.Event()
+
+    def load(headers: dict[str, str]) -> None:
+        with requests.Session() as session:
+            while not stop.is_set():
+                status = session.get(f"{api}/tasks?limit=5", headers=headers, timeout=10).status_code
+                done[0] += 1
+                if status != 200:
+                    failures.append(status)
+
+    threads = [threading.Thread(target=load, args=(h,)) for h in holders]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1)
+        rotated = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "keys", "rotate"], cwd=ROOT,
+                                 env={**os.environ, **split["auth_env"]}, capture_output=True, text=True)
+        assert rotated.returncode == 0, rotated.stderr
+        new_kid = rotated.stdout.split("kid ")[1].split(")")[0]
+        os.kill(split["auth"].process.pid, signal.SIGHUP)  # the auth service reloads: new workers sign with it
+        deadline = time.monotonic() + 30
+        while True:  # new logins carry the new kid once the reload is through (Nginx allows 1 login/s)
+            time.sleep(1)
+            token = requests.post(f"{api}/auth/login", json={"email": "load0@example.com", "password": PASSWORD},
+                                  timeout=10).json()["access_token"]
+            fresh = {"Authorization": f"Bearer {token}"}
+            if jwt.get_unverified_header(token)["kid"] == new_kid:
+                break
+            assert time.monotonic() < deadline, "the auth service never signed with the new key"
+        # A token of the new key works at tasks at once (an unknown kid is fetched), old ones too.
+        assert requests.get(f"{api}/tasks", headers=fresh, timeout=10).status_code == 200
+        time.sleep(1)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=15)
+    assert done[0] > 50 and failures == [], (done[0], failures[:10])

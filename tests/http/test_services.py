@@ -68,7 +68,8 @@ def test_settings_are_checked(make_app):
 def auth_service(make_app, tmp_path):
     """An RS256 auth service with one key, served on a socket; yields (app, base URL, key folder)."""
     folder = tmp_path / "keys"
-    settings = {"TASKAPI_SERVICE": "auth", "JWT_ALGORITHM": "RS256", "JWT_PRIVATE_KEYS": str(folder), "JWKS_URL": ""}
+    settings = {"TASKAPI_SERVICE": "auth", "JWT_ALGORITHM": "RS256", "JWT_PRIVATE_KEYS": str(folder), "JWKS_URL": "",
+                "JWT_KEY_ACTIVATION_SECONDS": "0"}
     result = make_app(**settings).test_cli_runner().invoke(args=["keys", "rotate"])
     assert result.exit_code == 0, result.output
     app = make_app(**settings)

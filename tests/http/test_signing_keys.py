@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jwt
@@ -46,7 +47,7 @@ def rotate(app) -> str:
 def signed(request, make_app, tmp_path):
     """An app signing with `algorithm`, its key made by `keys rotate` into an empty directory."""
     algorithm, folder = request.param, tmp_path / "keys"
-    first = make_app(JWT_ALGORITHM=algorithm, JWT_PRIVATE_KEYS=str(folder))
+    first = make_app(JWT_ALGORITHM=algorithm, JWT_PRIVATE_KEYS=str(folder), JWT_KEY_ACTIVATION_SECONDS="0")
     kid = rotate(first)
     app = make_app(JWT_ALGORITHM=algorithm, JWT_PRIVATE_KEYS=str(folder))  # a reload: the key signs
     return app, algorithm, kid, folder
@@ -131,7 +132,7 @@ def test_rotation_keeps_issued_tokens_working_and_new_ones_carry_the_new_kid(sig
     assert client.get(ME, headers=bearer(old_token)).status_code == 200
     new_token = login_pair(reloaded)["access_token"]
     assert header_of(new_token)["kid"] == new_kid
-    assert [k["kid"] for k in client.get(JWKS).get_json()["keys"]] == [new_kid, old_kid]  # the signer first
+    assert [k["kid"] for k in client.get(JWKS).get_json()["keys"]] == [new_kid, old_kid]  # the newest first
     listed = reloaded.test_cli_runner().invoke(args=["keys", "list"]).output.splitlines()
     assert listed[0].startswith(f"{new_kid}  signs+verifies") and listed[1].startswith(f"{old_kid}  verifies")
     # Once the old key's file is gone (and the app reloaded), its tokens stop working.
@@ -214,3 +215,19 @@ def test_a_fetched_jwk_set_yields_only_public_keys_of_the_configured_algorithm()
     assert set(keys.parse_jwks(document, "ES256")) == {other_alg["kid"]}
     with pytest.raises(ValueError):
         keys.parse_jwks(b'{"no": "keys"}', "RS256")
+
+
+def test_a_new_key_is_published_at_once_and_signs_only_after_the_activation_delay(signed, make_app):
+    app, algorithm, old_kid, folder = signed
+    [old_file] = folder.glob("*.pem")
+    os.utime(old_file, (time.time() - 86400, time.time() - 86400))  # a key in use for a day
+    new_kid = rotate(app)
+    added = time.time()
+    waiting = make_app(JWT_ALGORITHM=algorithm, JWT_PRIVATE_KEYS=str(folder), JWT_KEY_ACTIVATION_SECONDS="2")
+    client = waiting.test_client()
+    assert [k["kid"] for k in client.get(JWKS).get_json()["keys"]] == [new_kid, old_kid]  # verifiers can fetch it
+    assert header_of(log_in(waiting))["kid"] == old_kid  # the old key still signs
+    listed = waiting.test_cli_runner().invoke(args=["keys", "list"]).output.splitlines()
+    assert listed[0].startswith(f"{new_kid}  verifies") and listed[1].startswith(f"{old_kid}  signs+verifies")
+    time.sleep(max(0.0, added + 2.2 - time.time()))
+    assert header_of(login_pair(waiting)["access_token"])["kid"] == new_kid  # no reload needed
