@@ -6,6 +6,9 @@ config, rate limits off (the benchmark measures the work, not the limiter):
 
   small   one user with 50 tasks: /healthz, cached reads, login, the cached list through
           Nginx, and the uncached first page (1 connection)
+  keys    one user with 50 tasks: the cached list with HS256 against RS256 tokens (an app each),
+          and through Nginx the RS256 monolith against the split (an auth service and a tasks
+          service verifying with the auth service's JWKS_URL)
   grown   100 000 tasks over 200 users (500 each): uncached first page and every filter shape
           (1 connection), uncached list and get-by-id against the same MongoDB operation
           issued straight from pymongo (same data, concurrency and server), PATCH against
@@ -198,6 +201,49 @@ def small_phase(results: Results, work: Path) -> None:
                              connections=1)
 
 
+def keys_phase(results: Results, work: Path) -> None:
+    """The cached list signed HS256 against RS256 (same stack, one app each), and through Nginx
+    the RS256 monolith against the split: an auth service and a tasks service verifying with
+    its JWK set (JWKS_URL), Nginx routing between them."""
+    print("keys: the cached list with RS256 tokens, and the split services behind Nginx", flush=True)
+    from taskapi.services.keys import add_key
+
+    with stack("keys", work) as s:
+        env = {**s["env"], "CACHE_TTL_SECONDS": "3600"}
+        seed(env, 1, 50, "keys{n}@bench.example")
+        folder = s["folder"] / "signing-keys"
+        add_key(folder, "RS256")
+        rs256 = {**env, "JWT_ALGORITHM": "RS256", "JWT_PRIVATE_KEYS": str(folder)}
+        for name, settings in (("hs256", env), ("rs256", rs256)):
+            with serving(settings, s["folder"] / f"{name}.log") as app:
+                token = login(app.base, "keys1@bench.example")
+                results.scenario(f"tasks_cached_{name}", app.base + "/api/v1/tasks", env={"BENCH_TOKEN": token})
+                if name == "rs256":
+                    nginx = NginxServer(f"127.0.0.1:{app.port}", Path(tempfile.mkdtemp(prefix="taskapi-bench-nginx-")))
+                    try:
+                        nginx.start()
+                        results.scenario("nginx_tasks_cached_monolith", nginx.base + "/api/v1/tasks",
+                                         env={"BENCH_TOKEN": token})
+                    finally:
+                        nginx.stop()
+        auth = GunicornServer({**rs256, "TASKAPI_SERVICE": "auth"}, workers=1, log_path=s["folder"] / "auth.log").start()
+        try:
+            tasks_env = {**env, "JWT_ALGORITHM": "RS256", "TASKAPI_SERVICE": "tasks",
+                         "JWKS_URL": f"{auth.base}/.well-known/jwks.json"}
+            with serving(tasks_env, s["folder"] / "tasks.log") as tasks:
+                nginx = NginxServer(f"127.0.0.1:{tasks.port}", Path(tempfile.mkdtemp(prefix="taskapi-bench-nginx-")),
+                                    auth_upstream=f"127.0.0.1:{auth.port}")
+                try:
+                    nginx.start()
+                    token = login(nginx.base, "keys1@bench.example")  # at the auth service, through Nginx
+                    results.scenario("nginx_tasks_cached_split", nginx.base + "/api/v1/tasks",
+                                     env={"BENCH_TOKEN": token})
+                finally:
+                    nginx.stop()
+        finally:
+            auth.stop()
+
+
 def grown_phase(results: Results, work: Path) -> None:
     print("grown: 100 000 tasks over 200 users (500 each)", flush=True)
     with stack("grown", work) as s:
@@ -380,6 +426,8 @@ TARGETS = {  # ratio -> (text, check)
     "cached_p99_ms_worst": ("< 100", lambda v: v < 100),
     "create_with_webhook_vs_without": ("≥ 0.8", lambda v: v >= 0.8),
     "delivery_p99_ms": ("≤ 2000", lambda v: v <= 2000),
+    "rs256_vs_hs256_cached_list": ("≥ 0.9", lambda v: v >= 0.9),
+    "split_vs_monolith_nginx_cached_list": ("≥ 0.9", lambda v: v >= 0.9),
 }
 CACHED_READS = ("tasks_cached", "dashboard_cached", "nginx_tasks_cached")
 
@@ -401,6 +449,9 @@ def ratios(s: dict[str, dict]) -> dict[str, float]:
         "cached_p99_ms_worst": max(s[name]["p99_ms"] for name in CACHED_READS),
         "create_with_webhook_vs_without": round(rps["create_with_webhook"] / rps["create_without_webhook"], 3),
         "delivery_p99_ms": p99_of(s, "delivery_latency"),
+        "rs256_vs_hs256_cached_list": round(rps["tasks_cached_rs256"] / rps["tasks_cached_hs256"], 3),
+        "split_vs_monolith_nginx_cached_list": round(rps["nginx_tasks_cached_split"]
+                                                     / rps["nginx_tasks_cached_monolith"], 3),
     }, shapes
 
 
@@ -415,7 +466,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="taskapi-bench-"))
     results = Results()
     started = time.monotonic()
-    phases = {"small": small_phase, "grown": grown_phase, "writes": writes_phase, "notify": notify_phase}
+    phases = {"small": small_phase, "keys": keys_phase, "grown": grown_phase, "writes": writes_phase,
+              "notify": notify_phase}
     chosen = os.environ.get("BENCH_PHASES", ",".join(phases)).split(",")  # a subset while working on one
     for name in chosen:
         phases[name](results, work)

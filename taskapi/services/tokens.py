@@ -256,6 +256,7 @@ def init_jwt(app: Flask) -> None:
     """flask-jwt-extended issues the tokens: our algorithm, lifetimes, issuer, audience and nbf;
     with RS256/ES256, signed by the newest key of JWT_PRIVATE_KEYS, its kid in the header."""
     config = app.config
+    app.extensions["verified_tokens"] = {}  # RS256/ES256 signatures already checked (http/auth.py)
     if config["JWT_ALGORITHM"] in keys.ASYMMETRIC and config["JWKS_URL"]:  # verifies only (the tasks service)
         app.extensions["keyring"] = keys.RemoteKeyring(config["JWKS_URL"], config["JWT_ALGORITHM"],
                                                        config["JWKS_REFETCH_SECONDS"], app.extensions["redis"])

@@ -231,3 +231,18 @@ def test_a_new_key_is_published_at_once_and_signs_only_after_the_activation_dela
     assert listed[0].startswith(f"{new_kid}  verifies") and listed[1].startswith(f"{old_kid}  signs+verifies")
     time.sleep(max(0.0, added + 2.2 - time.time()))
     assert header_of(login_pair(waiting)["access_token"])["kid"] == new_kid  # no reload needed
+
+
+def test_a_signature_checked_once_still_has_its_expiry_and_revocation_checked_each_time(signed, make_app):
+    _, algorithm, _, folder = signed
+    short = make_app(JWT_ALGORITHM=algorithm, JWT_PRIVATE_KEYS=str(folder), ACCESS_TOKEN_TTL_SECONDS="2")
+    client = short.test_client()
+    register(client, "ed@example.com")
+    expiring, revoked = (login(client, "ed@example.com")["access_token"] for _ in range(2))
+    for token in (expiring, revoked):
+        assert client.get(ME, headers=bearer(token)).status_code == 200  # verified (and remembered)
+    assert client.post("/api/v1/auth/logout", headers=bearer(revoked)).status_code == 204
+    assert client.get(ME, headers=bearer(revoked)).status_code == 401
+    time.sleep(max(0.0, claims_of(expiring)["exp"] - time.time()) + 0.1)
+    response = client.get(ME, headers=bearer(expiring))
+    assert response.status_code == 401 and "expired" in assert_problem(response, 401)["detail"]
