@@ -15,8 +15,8 @@ config, rate limits off (the benchmark measures the work, not the limiter):
           GET by id, a deep page
   writes  a fresh database: five consecutive create runs (does the server keep its speed?)
   notify  a fresh database, a notification worker and a fast webhook receiver on loopback:
-          create req/s for a user with a subscribed webhook against one without (runs
-          alternated; the worker delivers meanwhile), event-to-delivery latency at 50 creates/s
+          create req/s for a user with a subscribed webhook against one without (after a
+          warm-up of each, 5 pairs of runs alternated; the worker delivers meanwhile), event-to-delivery latency at 50 creates/s
           for 30 s, and deliveries per second of one worker draining a backlog
 
 Every wrk scenario runs BENCH_RUNS times (default 3) for BENCH_SECONDS (default 8) and the
@@ -334,6 +334,7 @@ def writes_phase(results: Results, work: Path) -> None:
 NOTIFY_SETTINGS = {"WEBHOOK_ALLOW_HTTP": "true", "WEBHOOK_ALLOW_NETWORKS": "127.0.0.1/32",
                    "WORKER_CONCURRENCY": "8"}
 DELIVERY_RATE, DELIVERY_SECONDS, BACKLOG = 50, int(os.environ.get("BENCH_DELIVERY_SECONDS", "30")), 2000
+PAIRS = max(RUNS, 5)  # with/without runs vary by ±20 % from one to the next here: more pairs, steadier medians
 
 
 def notify_phase(results: Results, work: Path) -> None:
@@ -347,7 +348,9 @@ def notify_phase(results: Results, work: Path) -> None:
             requests.post(app.base + "/api/v1/webhooks", json={"url": hook.url, "events": ["task.created"]},
                           headers=auth(hooked), timeout=30).raise_for_status()
             without, with_hook = [], []
-            for _ in range(RUNS):  # alternated, so drift in the server's speed touches both alike
+            for token in (plain, hooked):  # warm-up: connections, code paths, the endpoint marked fast
+                wrk(app.base + "/api/v1/tasks", "post_task.lua", {"BENCH_TOKEN": token}, seconds=2)
+            for _ in range(PAIRS):  # alternated, so drift in the server's speed touches both alike
                 without.append(wrk(app.base + "/api/v1/tasks", "post_task.lua", {"BENCH_TOKEN": plain}))
                 with_hook.append(wrk(app.base + "/api/v1/tasks", "post_task.lua", {"BENCH_TOKEN": hooked}))
             results.record("create_without_webhook", without, CONNECTIONS)
