@@ -117,6 +117,15 @@ def mongodb_indexes(app):
 
 
 @pytest.fixture
+def sink(tmp_path):
+    """A real SMTP server on loopback (the development sink) keeping what it receives."""
+    from taskapi.runtime.mailsink import MailSink
+
+    with MailSink(tmp_path / "mail") as running:
+        yield running
+
+
+@pytest.fixture
 def client(app):
     return app.test_client()
 

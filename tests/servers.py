@@ -128,6 +128,16 @@ def live_app(logs: Path, *, admin: tuple[str, str], workers: int = 2, **settings
             server.stop()
 
 
+def deployed_datastores(work: Path) -> tuple[MongoServer, RedisServer, RedisServer]:
+    """As deployed: SecantusDB on disk (migrated), the main Redis with an append-only file and
+    the cache's Redis with a memory limit and LRU eviction; the caller stops them."""
+    mongo = MongoServer(work, storage=str(work / "db")).start()
+    state = RedisServer(work, directory=work / "redis").start()
+    cache = RedisServer(work, maxmemory="64mb", policy="allkeys-lru").start()
+    devserver.apply_migrations(mongo.uri)
+    return mongo, state, cache
+
+
 NGINX_REWRITES = {  # what the repo's nginx.conf says -> what a test needs
     "listen 80 default_server;": "listen 127.0.0.1:{port} default_server;",
     "server auth:8000 resolve;": "server {auth_upstream};",  # Debian's 1.22 has no `resolve`

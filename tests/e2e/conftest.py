@@ -12,8 +12,7 @@ from urllib.parse import urlparse
 import pytest
 
 from config import ROOT
-from taskapi.runtime import devserver
-from tests.servers import GunicornServer, MongoServer, NginxServer, RedisServer
+from tests.servers import GunicornServer, NginxServer, deployed_datastores
 
 PASSWORD = "correct horse battery"
 RESULTS: dict[str, dict] = {}
@@ -24,10 +23,7 @@ def stack(tmp_path_factory):
     if shutil.which("nginx") is None:
         pytest.fail("nginx is not installed (make e2e installs Debian's package)")
     work = tmp_path_factory.mktemp("e2e")
-    mongo = MongoServer(work, storage=str(work / "db")).start()
-    cache = RedisServer(work, directory=work / "redis").start()
-    response_cache = RedisServer(work, maxmemory="64mb", policy="allkeys-lru").start()
-    devserver.apply_migrations(mongo.uri)
+    mongo, cache, response_cache = deployed_datastores(work)
     env = {"TASKAPI_ENV": "testing", "MONGODB_URI": mongo.uri, "REDIS_URL": cache.url,
            "CACHE_REDIS_URL": response_cache.url,
            "JWT_SECRET_KEY": "e2e-secret-" + "e" * 40, "TRUSTED_PROXY_COUNT": "1",

@@ -17,8 +17,7 @@ import pytest
 import requests
 
 from config import ROOT
-from taskapi.runtime import devserver
-from tests.servers import GunicornServer, MongoServer, NginxServer, RedisServer
+from tests.servers import GunicornServer, NginxServer, deployed_datastores
 
 PASSWORD = "correct horse battery"
 
@@ -26,10 +25,7 @@ PASSWORD = "correct horse battery"
 @pytest.fixture(scope="module")
 def split(tmp_path_factory):
     work = tmp_path_factory.mktemp("split")
-    mongo = MongoServer(work, storage=str(work / "db")).start()
-    state = RedisServer(work, directory=work / "redis").start()
-    cache = RedisServer(work, maxmemory="64mb", policy="allkeys-lru").start()
-    devserver.apply_migrations(mongo.uri)
+    mongo, state, cache = deployed_datastores(work)
     base_env = {"TASKAPI_ENV": "testing", "MONGODB_URI": mongo.uri, "REDIS_URL": state.url,
                 "CACHE_REDIS_URL": cache.url, "JWT_SECRET_KEY": "split-secret-" + "s" * 40,
                 "TRUSTED_PROXY_COUNT": "1", "JWT_ALGORITHM": "RS256", "RATELIMIT_DEFAULT": "100000/minute",

@@ -12,18 +12,11 @@ import pytest
 from taskapi.clock import utcnow
 from taskapi.models.mail import mails
 from taskapi.models.user import users
-from taskapi.runtime.mailsink import MailSink
 from taskapi.services import notifications
 from tests.helpers import PASSWORD, assert_problem, bearer, login, register
 
 RESET, CONFIRM = "/api/v1/auth/password-reset", "/api/v1/auth/password-reset/confirm"
 NEW_PASSWORD = "a brand new horse"
-
-
-@pytest.fixture
-def sink(tmp_path):
-    with MailSink(tmp_path / "mail") as running:
-        yield running
 
 
 @pytest.fixture

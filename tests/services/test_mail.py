@@ -29,12 +29,6 @@ ENCODED = "p%40ss%3Aw%2Frd%231%25"
 
 
 @pytest.fixture
-def sink(tmp_path):
-    with MailSink(tmp_path / "mail") as running:
-        yield running
-
-
-@pytest.fixture
 def auth_sink(tmp_path):
     with MailSink(tmp_path / "mail", auth=("ada", PASSWORD)) as running:
         yield running
