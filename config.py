@@ -133,7 +133,7 @@ class Config:
         # A service that only verifies tokens (RS256/ES256): the auth service's JWK set, fetched
         # and cached; a token with an unknown kid fetches it again, at most every JWKS_REFETCH_SECONDS.
         self.JWKS_URL = env_str("JWKS_URL")
-        self.JWKS_REFETCH_SECONDS = env_int("JWKS_REFETCH_SECONDS", 30, minimum=0)
+        self.JWKS_REFETCH_SECONDS = env_int("JWKS_REFETCH_SECONDS", 30, minimum=1)
         # A new signing key is published at once and signs only this long after it was added,
         # so every verifier has fetched it before it sees a token it signed (> JWKS_REFETCH_SECONDS).
         self.JWT_KEY_ACTIVATION_SECONDS = env_int("JWT_KEY_ACTIVATION_SECONDS", 60, minimum=0)
@@ -280,6 +280,8 @@ class Config:
             raise ConfigError(f"TASKAPI_SERVICE must be all, auth or tasks, got {self.TASKAPI_SERVICE!r}")
         if self.JWKS_URL and not re.match(r"^https?://", self.JWKS_URL):
             raise ConfigError("JWKS_URL must be an http:// or https:// URL")
+        if self.JWKS_URL and self.JWT_ALGORITHM not in {"RS256", "ES256"}:
+            raise ConfigError("JWKS_URL needs JWT_ALGORITHM=RS256 or ES256 (HS256 tokens are checked with JWT_SECRET_KEY)")
         if self.JWKS_URL and self.TASKAPI_SERVICE != "tasks":
             raise ConfigError("JWKS_URL is for TASKAPI_SERVICE=tasks: the other services sign, with JWT_PRIVATE_KEYS")
         if self.JWT_ALGORITHM in {"RS256", "ES256"} and not (self.JWT_PRIVATE_KEYS or self.JWKS_URL):

@@ -123,7 +123,7 @@ def verified_subject() -> str | None:
 # A public-key check costs 50-90 us of CPU, an HMAC 1 us; clients send the same access token
 # many times. Everything after the signature (expiry, issuer, audience, revocation) is checked
 # on every request all the same. Keys only leave a local ring with a reload (a new, empty cache);
-# a key withdrawn from a remote JWK set stops verifying here within VERIFIED_SECONDS.
+# a key withdrawn from a remote JWK set stops verifying within keys.MAX_AGE_SECONDS + VERIFIED_SECONDS.
 VERIFIED_SECONDS = 60.0
 VERIFIED_MAX = 10_000
 
@@ -149,7 +149,7 @@ def _verified_claims(token: str) -> dict[str, Any]:
     claims: dict[str, Any]
     try:
         if hit is not None and hit[0] > time.monotonic():
-            claims = hit[1]
+            claims = dict(hit[1])  # a request's own copy
         else:
             claims = _signed_claims(token)
             if verified is not None:

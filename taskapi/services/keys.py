@@ -213,22 +213,30 @@ def parse_jwks(raw: bytes, algorithm: str) -> dict[str, PublicKey]:
             key = PyJWK(jwk, algorithm=algorithm).key
         except (PyJWKError, InvalidKeyError, ValueError, TypeError):
             continue
-        if isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
-            found[jwk["kid"]] = key
+        if (isinstance(key, rsa.RSAPublicKey) and algorithm == "RS256" and key.key_size >= MIN_RSA_BITS) or (
+                isinstance(key, ec.EllipticCurvePublicKey) and algorithm == "ES256"
+                and isinstance(key.curve, ec.SECP256R1)):
+            found[jwk["kid"]] = key  # what the local ring would accept too
     return found
 
 
 class RemoteKeyring:
-    """The verifying keys of JWKS_URL, refreshed on an unknown kid (throttled), with the last
-    good set kept in Redis for processes that start while the auth service is down."""
+    """The verifying keys of JWKS_URL, fetched again for an unknown kid (at most every
+    `refetch_seconds`) and when the set is MAX_AGE_SECONDS old, with the last good set kept in
+    Redis for processes that start while the auth service is down.
 
-    def __init__(self, url: str, algorithm: str, refetch_seconds: float, store: Any) -> None:
+    One thread fetches at a time and no request waits for it: the others go on with the keys in
+    hand (a token of a key not yet fetched is 401 until the fetch is through). A fetch has one
+    deadline for the whole answer. A set that fails to parse, or holds no usable key of our
+    algorithm, changes nothing."""
+
+    def __init__(self, url: str, algorithm: str, refetch_seconds: float, store: Any, store_key: str) -> None:
         self.url, self.algorithm, self.refetch_seconds = url, algorithm, refetch_seconds
-        self.store = store  # a Redis client (the main one), or None
+        self.store, self.store_key = store, store_key  # a Redis client (the main one), or None
         self.keys: dict[str, PublicKey] = {}
-        self.fetched_at = float("-inf")
+        self.fetched_at = self.loaded_at = float("-inf")
         self.lock = threading.Lock()
-        self.refresh()
+        self.refresh(wait=True)
 
     @property
     def verifiers(self) -> dict[str, PublicKey]:
@@ -236,48 +244,70 @@ class RemoteKeyring:
 
     def verifier(self, kid: str) -> PublicKey | None:
         key = self.keys.get(kid)
-        if key is None and time.monotonic() - self.fetched_at >= self.refetch_seconds:
-            self.refresh()
+        now = time.monotonic()
+        if (key is None and now - self.fetched_at >= self.refetch_seconds) or now - self.loaded_at >= MAX_AGE_SECONDS:
+            self.refresh(wait=False)
             key = self.keys.get(kid)
         return key
 
-    def refresh(self) -> None:
-        with self.lock:
+    def refresh(self, *, wait: bool) -> None:
+        if not self.lock.acquire(blocking=wait):
+            return  # another thread is fetching: use the keys in hand
+        try:
             if time.monotonic() - self.fetched_at < self.refetch_seconds:
                 return  # another thread just did
-            self.fetched_at = time.monotonic()
             try:
                 raw = self._fetch()
                 keys = parse_jwks(raw, self.algorithm)
-            except (OSError, ValueError) as exc:
-                log.warning("JWKS_URL %s: %s; verifying with %d known key(s)", self.url, exc, len(self.keys))
+                if not keys:
+                    raise ValueError(f"no usable {self.algorithm} key in the set")
+            except Exception as exc:  # noqa: BLE001 - a garbled answer or a dead service: keep what we have
+                log.warning("JWKS_URL %s: %s: %s; verifying with %d known key(s)", self.url,
+                            exc.__class__.__name__, exc, len(self.keys))
                 if not self.keys:
                     self.keys = self._stored()
                 return
-            self.keys = keys
+            finally:
+                self.fetched_at = time.monotonic()
+            self.keys, self.loaded_at = keys, time.monotonic()
             self._store(raw)
+        finally:
+            self.lock.release()
 
     def _fetch(self) -> bytes:
+        """The set, within FETCH_TIMEOUT_SECONDS for the whole answer (not per read)."""
+        deadline = time.monotonic() + FETCH_TIMEOUT_SECONDS
         request = urllib.request.Request(self.url, headers={"Accept": "application/json"})
+        chunks: list[bytes] = []
         with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_SECONDS) as response:  # the configured URL
-            raw = bytes(response.read(MAX_JWKS_BYTES + 1))
-        if len(raw) > MAX_JWKS_BYTES:
-            raise ValueError(f"the JWK set is over {MAX_JWKS_BYTES} bytes")
-        return raw
+            while chunk := response.read(16384):
+                chunks.append(chunk)
+                if sum(map(len, chunks)) > MAX_JWKS_BYTES:
+                    raise ValueError(f"the JWK set is over {MAX_JWKS_BYTES} bytes")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the JWK set took over {FETCH_TIMEOUT_SECONDS} s")
+        return b"".join(chunks)
 
     def _stored(self) -> dict[str, PublicKey]:
         try:
-            raw = self.store.get(STORE_KEY) if self.store is not None else None
+            raw = self.store.get(self.store_key) if self.store is not None else None
             return parse_jwks(raw, self.algorithm) if raw else {}
-        except (redis.RedisError, ValueError):
+        except Exception:  # noqa: BLE001 - no fallback is no worse than a broken one
             return {}
 
     def _store(self, raw: bytes) -> None:
         try:
             if self.store is not None:
-                self.store.set(STORE_KEY, raw)
+                self.store.set(self.store_key, raw)
         except redis.RedisError as exc:
             log.warning("the JWK set was not kept in Redis (%s)", exc.__class__.__name__)
 
 
-STORE_KEY = f"{PREFIX}jwks"
+MAX_AGE_SECONDS = 300.0  # a key withdrawn at the auth service stops verifying here within this
+
+
+def store_key(issuer: str, audience: str) -> str:
+    """The Redis key of the last good set: one per deployment (issuer and audience) sharing a Redis."""
+    digest = hashlib.sha256(f"{issuer}\0{audience}".encode()).hexdigest()[:16]
+    return f"{PREFIX}jwks:{digest}"
+

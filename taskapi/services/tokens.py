@@ -258,8 +258,9 @@ def init_jwt(app: Flask) -> None:
     config = app.config
     app.extensions["verified_tokens"] = {}  # RS256/ES256 signatures already checked (http/auth.py)
     if config["JWT_ALGORITHM"] in keys.ASYMMETRIC and config["JWKS_URL"]:  # verifies only (the tasks service)
-        app.extensions["keyring"] = keys.RemoteKeyring(config["JWKS_URL"], config["JWT_ALGORITHM"],
-                                                       config["JWKS_REFETCH_SECONDS"], app.extensions["redis"])
+        app.extensions["keyring"] = keys.RemoteKeyring(
+            config["JWKS_URL"], config["JWT_ALGORITHM"], config["JWKS_REFETCH_SECONDS"], app.extensions["redis"],
+            keys.store_key(config["JWT_ISSUER"], config["JWT_AUDIENCE"]))
     elif config["JWT_ALGORITHM"] in keys.ASYMMETRIC:
         ring = load_keyring(config)
         app.extensions["keyring"] = ring

@@ -4,7 +4,9 @@ again for an unknown kid, kept working while the auth service is down."""
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -60,8 +62,10 @@ def test_the_monolith_serves_everything(client):
 def test_settings_are_checked(make_app):
     with pytest.raises(ConfigError, match="TASKAPI_SERVICE"):
         make_app(TASKAPI_SERVICE="billing")
+    with pytest.raises(ConfigError, match="JWKS_URL needs JWT_ALGORITHM=RS256 or ES256"):
+        make_app(TASKAPI_SERVICE="tasks", JWKS_URL="http://127.0.0.1:1/.well-known/jwks.json")
     with pytest.raises(ConfigError, match="JWKS_URL is for TASKAPI_SERVICE=tasks"):
-        make_app(TASKAPI_SERVICE="all", JWKS_URL="http://127.0.0.1:1/.well-known/jwks.json")
+        make_app(TASKAPI_SERVICE="all", JWT_ALGORITHM="RS256", JWKS_URL="http://127.0.0.1:1/.well-known/jwks.json")
 
 
 @pytest.fixture
@@ -137,7 +141,7 @@ def test_a_new_key_at_the_auth_service_is_fetched_on_its_first_token(make_app, a
     old = login(auth_app.test_client(), "cy@example.com")["access_token"]
     auth = Reloadable(auth_app)
     with serving(auth) as base:
-        eager = tasks_service(make_app, base, JWKS_REFETCH_SECONDS="0").test_client()
+        eager = tasks_service(make_app, base, JWKS_REFETCH_SECONDS="1").test_client()
         throttled = tasks_service(make_app, base, JWKS_REFETCH_SECONDS="3600").test_client()
         rotated = auth_app.test_cli_runner().invoke(args=["keys", "rotate"])
         assert rotated.exit_code == 0, rotated.output
@@ -146,6 +150,64 @@ def test_a_new_key_at_the_auth_service_is_fetched_on_its_first_token(make_app, a
         assert jwt.get_unverified_header(new)["kid"] != jwt.get_unverified_header(old)["kid"]
         for tasks in (eager, throttled):
             assert tasks.get("/api/v1/tasks", headers=bearer(old)).status_code == 200
+        time.sleep(1.1)  # JWKS_REFETCH_SECONDS since the eager service's first fetch
         assert eager.get("/api/v1/tasks", headers=bearer(new)).status_code == 200  # unknown kid: fetched again
         # At most one fetch per JWKS_REFETCH_SECONDS: made-up kids cannot make it fetch on every request.
         assert throttled.get("/api/v1/tasks", headers=bearer(new)).status_code == 401
+
+
+def answering(body: bytes, delay: float = 0.0):
+    """A WSGI app standing in for a broken or slow auth service: always this body."""
+    def app(environ, start_response):
+        time.sleep(delay)
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+    return app
+
+
+def test_a_garbled_or_empty_jwk_set_changes_nothing_and_breaks_no_start(make_app, auth_service):
+    auth_app, _, _ = auth_service
+    register(auth_app.test_client(), "gi@example.com")
+    token = login(auth_app.test_client(), "gi@example.com")["access_token"]
+    with serving(auth_app) as base:
+        tasks_service(make_app, base)  # a good fetch: the set is kept in Redis too
+    for broken in (b"[" * 100_000, b"not json", b'{"keys": []}', b'{"keys": [{"kty": "RSA", "kid": "x"}]}'):
+        with serving(answering(broken)) as base:
+            started = tasks_service(make_app, base, JWKS_REFETCH_SECONDS="1").test_client()  # starts all the same
+            assert started.get("/api/v1/tasks", headers=bearer(token)).status_code == 200  # the Redis copy
+            time.sleep(1.1)
+            unknown = jwt.encode({"sub": "x"}, _other_key(), algorithm="RS256", headers={"kid": "new"})
+            assert_problem(started.get("/api/v1/tasks", headers=bearer(unknown)), 401)  # fetched: nothing usable
+            assert started.get("/api/v1/tasks", headers=bearer(token)).status_code == 200  # the keys stay
+
+
+def test_no_request_waits_for_a_slow_jwk_set(make_app, auth_service):
+    auth_app, _, _ = auth_service
+    register(auth_app.test_client(), "sl@example.com")
+    token = login(auth_app.test_client(), "sl@example.com")["access_token"]
+    auth = Reloadable(auth_app)
+    with serving(auth) as base:
+        tasks = tasks_service(make_app, base, JWKS_REFETCH_SECONDS="1").test_client()
+        time.sleep(1.1)
+        auth.app = answering(b'{"keys": []}', delay=1.8)  # the auth service turns slow
+        unknown = jwt.encode({"sub": "x"}, _other_key(), algorithm="RS256", headers={"kid": "made-up"})
+        fetching = threading.Thread(target=tasks.get, args=("/api/v1/tasks",), kwargs={"headers": bearer(unknown)})
+        fetching.start()
+        time.sleep(0.3)  # that request is fetching now
+        began = time.monotonic()
+        assert_problem(tasks.get("/api/v1/tasks", headers=bearer(unknown)), 401)
+        assert tasks.get("/api/v1/tasks", headers=bearer(token)).status_code == 200
+        assert time.monotonic() - began < 1.0  # neither waited for the fetch in progress
+        fetching.join()
+
+
+def test_only_keys_the_local_ring_would_accept_are_taken_from_a_jwk_set():
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    from taskapi.services import keys
+
+    p384 = jwt.algorithms.ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP384R1()).public_key(), as_dict=True)
+    short = jwt.algorithms.RSAAlgorithm.to_jwk(rsa.generate_private_key(65537, 1024).public_key(), as_dict=True)
+    document = json.dumps({"keys": [{**p384, "kid": "p384", "alg": "ES256"},
+                                    {**short, "kid": "rsa1024", "alg": "RS256"}]}).encode()
+    assert keys.parse_jwks(document, "ES256") == {} and keys.parse_jwks(document, "RS256") == {}
