@@ -11,6 +11,11 @@ def utcnow() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
+def aware(value: datetime) -> datetime:
+    """A stored time as UTC-aware (a client without tz_aware reads naive UTC datetimes)."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def format_timestamp(value: datetime) -> str:
     """RFC 3339 in UTC with a Z suffix; milliseconds (MongoDB's precision) only when non-zero."""
     if value.tzinfo is not None:

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
 from flask import current_app
 from pymongo.errors import DuplicateKeyError
 
-from taskapi.clock import utcnow
+from taskapi.clock import aware, utcnow
 from taskapi.errors import Conflict, Unauthorized, ValidationFailed
 from taskapi.ids import parse_token_subject
 from taskapi.models.mail import PASSWORD_RESET, mails, new_mail
@@ -162,7 +162,7 @@ def confirm_password_reset(*, token: str, new_password: str) -> None:
     digest = _reset_digest(token)
     user = users().find_one({"password_reset.hash": digest}, {"active": 1, "token_gen": 1, "password_reset": 1})
     expires = user["password_reset"].get("expires_at") if user else None
-    if user is None or not user["active"] or expires is None or _aware(expires) <= utcnow():
+    if user is None or not user["active"] or expires is None or aware(expires) <= utcnow():
         raise ValidationFailed(errors={"token": [BAD_RESET_TOKEN]})
     new_hash = tokens.hash_password(new_password)  # before revoking: a login in between must see both changes
     generation = tokens.revoke_all_tokens(str(user["_id"]), user.get("token_gen", 0))
@@ -171,7 +171,3 @@ def confirm_password_reset(*, token: str, new_password: str) -> None:
                                "$unset": {"password_reset": ""}, "$max": {"token_gen": generation}})
     if not used.modified_count:  # used by a concurrent confirm meanwhile
         raise ValidationFailed(errors={"token": [BAD_RESET_TOKEN]})
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -31,7 +31,7 @@ from flask import current_app
 from pymongo import ASCENDING, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from taskapi.clock import utcnow
+from taskapi.clock import aware, utcnow
 from taskapi.extensions import PREFIX, get_redis, redis_script
 from taskapi.models.event import ALL_EVENTS, PING, events
 from taskapi.models.mail import MAIL_DROPPED, MAIL_FAILED, MAIL_SENT, PASSWORD_RESET, mails, new_mail
@@ -395,10 +395,6 @@ def sign(secret: str, event_id: str, timestamp: int, body: bytes) -> str:
 def signing_secrets(webhook: dict[str, Any], now: datetime) -> list[str]:
     """The secrets that sign now: the current one, and a rotated-out one for 24 h after rotation."""
     return [s["value"] for s in webhook["secrets"] if s.get("expires_at") is None or aware(s["expires_at"]) > now]
-
-
-def aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def policy() -> outbound.Policy:

@@ -267,9 +267,6 @@ def init_jwt(app: Flask) -> None:
         if ring is None:  # `keys rotate` still runs; gunicorn refuses to start (gunicorn.conf.py)
             log.error("JWT_PRIVATE_KEYS (%s) holds no key: logins answer 503 until one is added "
                       "(flask --app wsgi keys rotate) and the app reloaded", config["JWT_PRIVATE_KEYS"])
-        else:  # key objects, not PEM text: PyJWT would parse (and check) an RSA PEM on every token, ~150 ms
-            config["JWT_PRIVATE_KEY"] = ring.signer.private  # (for flask-jwt-extended's checks; _signing_key signs)
-            config["JWT_PUBLIC_KEY"] = ring.signer.public
     config["JWT_TOKEN_LOCATION"] = ["headers"]
     config["JWT_DECODE_ALGORITHMS"] = [config["JWT_ALGORITHM"]]
     config["JWT_ACCESS_TOKEN_EXPIRES"] = timedelta(seconds=config["ACCESS_TOKEN_TTL_SECONDS"])

@@ -80,6 +80,12 @@ def auth_service(make_app, tmp_path):
     return app, folder, settings
 
 
+def token_at(auth_app, email: str) -> str:
+    """A new account at the auth service and its access token."""
+    register(auth_app.test_client(), email)
+    return login(auth_app.test_client(), email)["access_token"]
+
+
 def tasks_service(make_app, base: str, **extra):
     return make_app(TASKAPI_SERVICE="tasks", JWT_ALGORITHM="RS256", JWT_PRIVATE_KEYS="",
                     JWKS_URL=f"{base}/.well-known/jwks.json", **extra)
@@ -137,8 +143,7 @@ class Reloadable:
 
 def test_a_new_key_at_the_auth_service_is_fetched_on_its_first_token(make_app, auth_service):
     auth_app, _, settings = auth_service
-    register(auth_app.test_client(), "cy@example.com")
-    old = login(auth_app.test_client(), "cy@example.com")["access_token"]
+    old = token_at(auth_app, "cy@example.com")
     auth = Reloadable(auth_app)
     with serving(auth) as base:
         eager = tasks_service(make_app, base, JWKS_REFETCH_SECONDS="1").test_client()
@@ -167,8 +172,7 @@ def answering(body: bytes, delay: float = 0.0):
 
 def test_a_garbled_or_empty_jwk_set_changes_nothing_and_breaks_no_start(make_app, auth_service):
     auth_app, _, _ = auth_service
-    register(auth_app.test_client(), "gi@example.com")
-    token = login(auth_app.test_client(), "gi@example.com")["access_token"]
+    token = token_at(auth_app, "gi@example.com")
     with serving(auth_app) as base:
         tasks_service(make_app, base)  # a good fetch: the set is kept in Redis too
     for broken in (b"[" * 100_000, b"not json", b'{"keys": []}', b'{"keys": [{"kty": "RSA", "kid": "x"}]}'):
@@ -183,8 +187,7 @@ def test_a_garbled_or_empty_jwk_set_changes_nothing_and_breaks_no_start(make_app
 
 def test_no_request_waits_for_a_slow_jwk_set(make_app, auth_service):
     auth_app, _, _ = auth_service
-    register(auth_app.test_client(), "sl@example.com")
-    token = login(auth_app.test_client(), "sl@example.com")["access_token"]
+    token = token_at(auth_app, "sl@example.com")
     auth = Reloadable(auth_app)
     with serving(auth) as base:
         tasks = tasks_service(make_app, base, JWKS_REFETCH_SECONDS="1").test_client()
