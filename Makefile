@@ -56,7 +56,7 @@ nginx:
 wrk:
 	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)
 
-# Loopback load with wrk; writes bench/results.md and bench/results.json (about 8 minutes).
+# Loopback load with wrk; writes bench/results.md and bench/results.json (about 15 minutes).
 bench: install nginx wrk
 	$(PY) -m bench.run
 
