@@ -402,10 +402,25 @@ def _delete_vhost(broker: RabbitBroker, vhost: str) -> None:
         log.warning("could not delete vhost %s: %s", vhost, exc)
 
 
+def start_node(workdir: Path, tries: int = 3) -> RabbitNode:
+    """A started private node. Its ports are chosen free, but an outgoing connection elsewhere on
+    the machine can take one (they are ephemeral) before the node binds it: then again, with new
+    ports (seen in CI: dist_port_already_used)."""
+    for attempt in range(1, tries + 1):
+        try:
+            return RabbitNode(workdir).start()
+        except BrokerError as exc:
+            text = str(exc).lower()
+            if attempt == tries or not ("already_used" in text or "eaddrinuse" in text):
+                raise
+            log.warning("RabbitMQ could not bind a port chosen free; starting again with new ones")
+    raise AssertionError("unreachable")
+
+
 @contextmanager
 def private_rabbitmq(workdir: Path) -> Iterator[RabbitBroker]:
     """A private node just for this context, with a vhost of its own; stopped afterwards."""
-    node = RabbitNode(workdir).start()
+    node = start_node(workdir)
     try:
         broker = RabbitBroker(url=node.url, vhost=None, queue_prefix=run_id() + ".", node=node, admin_node=node.node,
                               ctl_env=node.env, ctl_binary=rabbit_binary("rabbitmqctl"))
