@@ -20,6 +20,9 @@ RUN pip install --no-cache-dir --no-index /wheels/* && rm -rf /wheels
 COPY --chown=10001:10001 config.py wsgi.py gunicorn.conf.py boot.sh LICENSE ./
 COPY --chown=10001:10001 taskapi ./taskapi
 COPY --chown=10001:10001 migrations ./migrations
+# The auth service's signing keys (JWT_PRIVATE_KEYS in docker-compose.yml): a volume mounted here
+# takes this directory's owner and mode when it is first created.
+RUN install -d -o 10001 -g 10001 -m 0700 /app/keys
 # Numeric, so that a runtime that refuses root can check it without reading /etc/passwd.
 USER 10001:10001
 EXPOSE 8000

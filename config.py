@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 import time
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -86,8 +87,17 @@ def var_dir() -> Path:
     return Path(env_str("TASKAPI_VAR_DIR") or ROOT / "var")
 
 
-def default_workers() -> int:
-    return 2 * (os.cpu_count() or 1) + 1
+def default_workers(service: str = "all") -> int:
+    """gunicorn workers per role: the auth service spends its time in argon2 (CPU), so one process
+    per core and a spare; the tasks service and the monolith mostly wait on MongoDB and Redis."""
+    cores = os.cpu_count() or 1
+    return cores + 1 if service == "auth" else 2 * cores + 1
+
+
+def default_threads(service: str = "all") -> int:
+    """gthread threads per worker: 2 at the auth service (each argon2 hash holds ARGON2_MEMORY_KIB
+    and a core; a second thread overlaps one hash with a database wait), 4 elsewhere."""
+    return 2 if service == "auth" else 4
 
 
 class Config:
@@ -133,6 +143,10 @@ class Config:
         # A service that only verifies tokens (RS256/ES256): the auth service's JWK set, fetched
         # and cached; a token with an unknown kid fetches it again, at most every JWKS_REFETCH_SECONDS.
         self.JWKS_URL = env_str("JWKS_URL")
+        # Moving from HS256 to RS256/ES256 without logging anyone out: until this moment, tokens
+        # signed HS256 with JWT_SECRET_KEY (issued before the switch) verify too. Unset: never.
+        self.JWT_ACCEPT_HS256_UNTIL = env_str("JWT_ACCEPT_HS256_UNTIL")
+        self.HS256_ACCEPTED_UNTIL = 0.0  # the same, as a Unix time (set by validation)
         self.JWKS_REFETCH_SECONDS = env_int("JWKS_REFETCH_SECONDS", 30, minimum=1)
         # A new signing key is published at once and signs only this long after it was added,
         # so every verifier has fetched it before it sees a token it signed (> JWKS_REFETCH_SECONDS).
@@ -207,7 +221,8 @@ class Config:
 
         self.HOST = env_str("HOST", "127.0.0.1")
         self.PORT = env_int("PORT", 8000, minimum=1)
-        self.WORKERS = env_int("WORKERS", default_workers(), minimum=1)
+        self.WORKERS = env_int("WORKERS", default_workers(env_str("TASKAPI_SERVICE", "all").lower()), minimum=1)
+        self.THREADS = env_int("THREADS", default_threads(env_str("TASKAPI_SERVICE", "all").lower()), minimum=1)
         # Who may read /metrics (comma-separated networks, e.g. 10.0.0.0/8); empty: anyone who reaches it.
         self.METRICS_ALLOW_NETWORKS = env_list("METRICS_ALLOW_NETWORKS")
         self.LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
@@ -287,6 +302,16 @@ class Config:
         if self.JWT_ALGORITHM in {"RS256", "ES256"} and not (self.JWT_PRIVATE_KEYS or self.JWKS_URL):
             raise ConfigError(f"JWT_ALGORITHM={self.JWT_ALGORITHM} needs JWT_PRIVATE_KEYS, a directory of PEM "
                               "private keys (make one with: flask --app wsgi keys rotate)")
+        if self.JWT_ACCEPT_HS256_UNTIL:
+            try:
+                until = datetime.fromisoformat(self.JWT_ACCEPT_HS256_UNTIL.replace("Z", "+00:00"))
+            except ValueError:
+                raise ConfigError("JWT_ACCEPT_HS256_UNTIL must be a timestamp like 2026-12-31T00:00:00Z") from None
+            if until.tzinfo is None:
+                raise ConfigError("JWT_ACCEPT_HS256_UNTIL needs a time zone (e.g. Z)")
+            if self.JWT_ALGORITHM not in {"RS256", "ES256"}:
+                raise ConfigError("JWT_ACCEPT_HS256_UNTIL is for a move to JWT_ALGORITHM=RS256 or ES256")
+            self.HS256_ACCEPTED_UNTIL = until.timestamp()
         if len(self.JWT_SECRET_KEY.encode()) < MIN_SECRET_BYTES:
             raise ConfigError(
                 f"JWT_SECRET_KEY must be set to at least {MIN_SECRET_BYTES} bytes "

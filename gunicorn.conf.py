@@ -35,7 +35,7 @@ workers = _config.WORKERS
 # gthread keeps HTTP keep-alive to Nginx and lets a worker overlap I/O waits on MongoDB/Redis;
 # this subclass answers gunicorn's own parse errors (414, 431, …) as problem+json, not HTML.
 worker_class = "taskapi.runtime.serving.ProblemThreadWorker"
-threads = int(os.environ.get("THREADS", "4"))
+threads = _config.THREADS  # per role: see config.default_threads
 keepalive = 5
 # A worker silent for 30 s is stuck (every dependency call times out in ~2 s): recycle it.
 # Nginx waits 35 s for a response, so gunicorn gives up first and Nginx never answers 504

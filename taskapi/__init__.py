@@ -20,6 +20,8 @@ from taskapi.http.blueprint import Blueprint
 from taskapi.http.limits import init_limiter
 from taskapi.http.metrics import mount_metrics
 from taskapi.http.problems import register_error_handlers
+from taskapi.services import auth as accounts
+from taskapi.services import members
 from taskapi.services.cache import init_cache
 from taskapi.services.tokens import init_jwt, init_passwords
 
@@ -47,6 +49,7 @@ def create_app(config: Config | str | None = None) -> Flask:
     connect_datastores(app)
     init_jwt(app)
     init_passwords(app)
+    wire_account_facts(app)
     add_request_hooks(app)
     mount_routes(app)
     headers.init_security_headers(app)
@@ -61,6 +64,18 @@ def connect_datastores(app: Flask) -> None:
     init_mongo(app)
     init_redis(app)
     init_cache(app)
+
+
+def wire_account_facts(app: Flask) -> None:
+    """Where each side reads account facts (see services/members.py). The monolith applies an
+    account change to the tasks side's copy in the change's own transaction; the auth service
+    announces it through its outbox instead. A lost Redis generation mirror is rebuilt from the
+    copy this service owns: `users` (auth, all) or `members` (tasks)."""
+    service = app.config["TASKAPI_SERVICE"]
+    if service == "all":
+        app.extensions["members"] = members
+    app.extensions["durable_generation"] = (members.durable_generation if service == "tasks"
+                                            else accounts.durable_generation)
 
 
 def add_request_hooks(app: Flask) -> None:

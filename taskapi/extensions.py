@@ -4,12 +4,16 @@ imports nothing of taskapi above the models."""
 
 from __future__ import annotations
 
-from typing import Any, cast
+import os
+import socket
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 import mongoengine
 import redis
 from flask import Flask, current_app
 from flask_jwt_extended import JWTManager
+from pymongo.client_session import ClientSession
 from pymongo.database import Database
 
 from taskapi.models import server_engine
@@ -45,6 +49,28 @@ def init_mongo(app: Flask) -> None:
 def get_db() -> Database[dict[str, Any]]:
     """The pymongo Database behind MongoEngine, for migrations, pings and aggregations."""
     return cast("Database[dict[str, Any]]", mongoengine.get_db(alias=MONGO_ALIAS))
+
+
+T = TypeVar("T")
+
+
+def in_transaction(work: Callable[[ClientSession], T]) -> T:
+    """Run `work(session)` in one transaction, retried as a whole on a transient error (a write
+    conflict with a concurrent transaction); every write in it must pass `session=`.
+
+    On the embedded SecantusDB a commit is acknowledged before its log is on disk, whatever
+    the write concern says (measured: a kill -9 lost acknowledged creates), while a single
+    write with j:true waits for the log. So there a journaled write to this process's own row
+    follows the commit: the log is sequential, and its flush carries the commit with it."""
+    with get_db().client.start_session() as session:
+        result = session.with_transaction(work)
+    if mongodb_engine() == "secantus":
+        get_db()[JOURNAL].update_one({"_id": JOURNAL_ROW}, {"$inc": {"commits": 1}}, upsert=True)
+    return result
+
+
+JOURNAL = "_journal"
+JOURNAL_ROW = f"{socket.gethostname()}:{os.getpid()}"  # one row per process: no two writers contend
 
 
 ENGINES = ("mongodb", "secantus")

@@ -90,6 +90,13 @@ def db_status() -> None:
 users_cli = AppGroup("users", help="User administration.")
 
 
+def require_users_here() -> None:
+    """Users live in the auth service's database: refuse at a tasks service, in one line."""
+    if current_app.config["TASKAPI_SERVICE"] == "tasks":
+        raise click.ClickException("users live in the auth service's database: run this with TASKAPI_SERVICE=auth "
+                                   "and the auth service's MONGODB_URI (or in the monolith, TASKAPI_SERVICE=all)")
+
+
 @users_cli.command("create-admin")
 @click.option("--email", required=True, help="The admin's email (created if new, promoted if it exists).")
 @click.option("--password", help="Password for a new account (8..128 characters; asked for when not given); "
@@ -101,6 +108,7 @@ def users_create_admin(email: str, password: str | None) -> None:
     from taskapi.schemas.auth import RegisterSchema
     from taskapi.services.users import create_admin
 
+    require_users_here()
     require_servers("mongodb", "redis")  # before asking for a password (promotion revokes tokens)
     if password is None:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
@@ -128,6 +136,7 @@ def users_delete(email: str | None, user_id: str | None, yes: bool) -> None:
     from taskapi.models.user import users
     from taskapi.services.users import delete_user
 
+    require_users_here()
     if bool(email) == bool(user_id):
         raise click.UsageError("give exactly one of --email and --id")
     found = users().find_one({"email": email.strip().lower()}, {"_id": 1}) if email else None
@@ -142,7 +151,11 @@ def users_delete(email: str | None, user_id: str | None, yes: bool) -> None:
     except ApiError as exc:
         click.echo(f"error: {exc.detail}", err=True)
         raise SystemExit(1) from None
-    click.echo(f"deleted {email or user_id} ({target}): tokens revoked, {removed['tasks']} tasks erased")
+    if removed is None:  # the auth service: the tasks service erases the data when the announcement arrives
+        click.echo(f"deleted {email or user_id} ({target}): tokens revoked; the tasks service erases its tasks "
+                   "and webhooks when its worker gets the announcement")
+    else:
+        click.echo(f"deleted {email or user_id} ({target}): tokens revoked, {removed['tasks']} tasks erased")
 
 
 @click.command("seed")
@@ -162,6 +175,9 @@ def seed_command(users: int, tasks: int, password: str, email_pattern: str, seed
 
     if "{n}" not in email_pattern:
         raise click.BadParameter("must contain {n}", param_hint="--email-pattern")
+    if current_app.config["TASKAPI_SERVICE"] != "all":
+        raise click.ClickException("seed writes users and tasks together: run it with TASKAPI_SERVICE=all "
+                                   "(a development database), not against one service of a split deployment")
     started = time.perf_counter()
     with click.progressbar(length=users * tasks, label="seeding tasks", file=None) as bar:
         result = seed(users=users, tasks_per_user=tasks, password=password, email_pattern=email_pattern,

@@ -132,10 +132,21 @@ def _signed_claims(token: str) -> dict[str, Any]:
     """The claims of a token whose header names our algorithm and whose signature matches."""
     head_b64, payload_b64, signature_b64 = token.split(".")
     head = orjson.loads(_b64decode(head_b64))
-    if not isinstance(head, dict) or head.get("alg") != current_app.config["JWT_ALGORITHM"]:
+    config = current_app.config
+    if not isinstance(head, dict):
+        raise ValueError("header")
+    if head.get("alg") == config["JWT_ALGORITHM"]:
+        if not _signature_matches(head, f"{head_b64}.{payload_b64}", signature_b64):
+            raise ValueError("signature")
+    elif head.get("alg") == "HS256" and time.time() < config["HS256_ACCEPTED_UNTIL"]:
+        # The move from HS256 (JWT_ACCEPT_HS256_UNTIL): a token issued before it, HMAC-checked with
+        # JWT_SECRET_KEY. Never with the public key: whoever has only that cannot forge one.
+        expected = hmac.new(config["JWT_SECRET_KEY"].encode(), f"{head_b64}.{payload_b64}".encode(),
+                            DIGESTS["HS256"]).digest()
+        if not hmac.compare_digest(_b64decode(signature_b64), expected):
+            raise ValueError("signature")
+    else:
         raise ValueError("algorithm")
-    if not _signature_matches(head, f"{head_b64}.{payload_b64}", signature_b64):
-        raise ValueError("signature")
     claims = orjson.loads(_b64decode(payload_b64))
     if not isinstance(claims, dict):
         raise ValueError("claims")

@@ -110,9 +110,11 @@ def metrics_view() -> Response:
     else:
         registry = REGISTRY
     text = generate_latest(registry)
-    extra = CollectorRegistry()
-    extra.register(NotificationCollector())
-    return Response(text + generate_latest(extra), content_type=CONTENT_TYPE_LATEST)
+    if current_app.config["TASKAPI_SERVICE"] != "auth":  # the notification figures are the tasks side's
+        extra = CollectorRegistry()
+        extra.register(NotificationCollector())
+        text += generate_latest(extra)
+    return Response(text, content_type=CONTENT_TYPE_LATEST)
 
 
 metrics_view.exempt_from_rate_limits = True  # type: ignore[attr-defined]  # Prometheus polls it

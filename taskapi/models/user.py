@@ -53,3 +53,30 @@ def new_user(**fields: Any) -> dict[str, Any]:
     user = User(**fields)
     user.validate()
     return cast(dict[str, Any], user.to_mongo().to_dict())
+
+
+class AccountEvent(Document):
+    """The auth service's outbox of account facts (services/auth.record_account): written in the
+    transaction of the change it describes, relayed by the auth service's worker to the tasks
+    service's (`taskapi.account` messages), then kept 30 days without `due_at`.
+
+      {_id, facts: {id, email, active, token_gen, gone}, created_at, due_at (only while waiting)}
+    """
+
+    facts = DictField(required=True)
+    created_at = DateTimeField(required=True)
+    due_at = DateTimeField(null=True)
+
+    meta = {
+        "collection": "account_events",
+        # Created by migrations/0006_members.py; a test checks the two agree.
+        "indexes": [{"fields": ["due_at"], "sparse": True, "name": "account_events_due_at"},
+                    {"fields": ["created_at"], "name": "account_events_retention", "expireAfterSeconds": 30 * 86400}],
+        "auto_create_index": False,
+        "auto_create_index_on_save": False,
+    }
+
+
+def account_events() -> Collection[dict[str, Any]]:
+    """The account_events collection (pymongo, plain documents)."""
+    return cast("Collection[dict[str, Any]]", AccountEvent._get_collection())

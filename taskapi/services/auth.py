@@ -12,13 +12,15 @@ from typing import Any
 
 from bson import ObjectId
 from flask import current_app
+from pymongo.client_session import ClientSession
 from pymongo.errors import DuplicateKeyError
 
 from taskapi.clock import aware, utcnow
 from taskapi.errors import Conflict, Unauthorized, ValidationFailed
+from taskapi.extensions import in_transaction
 from taskapi.ids import parse_token_subject
 from taskapi.models.mail import PASSWORD_RESET, mails, new_mail
-from taskapi.models.user import UserDoc, new_user, users
+from taskapi.models.user import UserDoc, account_events, new_user, users
 from taskapi.services import tokens
 
 BAD_CREDENTIALS = "The email or password is incorrect."
@@ -26,11 +28,69 @@ BAD_CREDENTIALS = "The email or password is incorrect."
 
 def register(*, email: str, password: str, name: str = "") -> UserDoc:
     user = new_user(email=email, name=name, password_hash=tokens.hash_password(password))
+    insert_user(user)
+    return user
+
+
+def insert_user(user: UserDoc) -> None:
+    """A new account and its announcement, in one transaction; 409 if the email is taken."""
+
+    def write(session: ClientSession) -> None:
+        users().insert_one(user, session=session)
+        record_account(user["_id"], session)
+
     try:
-        users().insert_one(user)
+        in_transaction(write)
     except DuplicateKeyError:
         raise Conflict("An account with this email already exists.") from None
-    return user
+
+
+# --- account facts for the tasks service ----------------------------------------------------------
+#
+# The tasks service keeps its own copy of what it needs of each account (services/members.py:
+# reminder address, active, token generation, deletion). Each change of those is announced in
+# the transaction that makes it: in the monolith straight into that copy (the factory puts the
+# members module in app.extensions["members"]), in the auth service as a row of its outbox,
+# which its worker relays over the broker (worker: `accounts` loop, `taskapi.account`).
+
+def account_facts(user_id: ObjectId, user: UserDoc | None) -> dict[str, Any]:
+    """What the tasks service is told of an account; `user` None: it was deleted."""
+    if user is None:
+        return {"id": str(user_id), "email": "", "active": False, "token_gen": 0, "gone": True}
+    return {"id": str(user_id), "email": user["email"], "active": user["active"],
+            "token_gen": user.get("token_gen", 0), "gone": False}
+
+
+def record_account(user_id: ObjectId, session: ClientSession) -> None:
+    """Announce the account's state as this transaction leaves it."""
+    user = users().find_one({"_id": user_id}, {"email": 1, "active": 1, "token_gen": 1}, session=session)
+    facts = account_facts(user_id, user)
+    local = current_app.extensions.get("members")
+    if local is not None:
+        local.apply(facts, session=session)
+    else:
+        now = utcnow()
+        account_events().insert_one({"_id": ObjectId(), "facts": facts, "created_at": now, "due_at": now},
+                                    session=session)
+
+
+def account_events_to_relay(limit: int) -> list[dict[str, Any]]:
+    """Announcements waiting for the worker, oldest first."""
+    waiting = account_events().find({"due_at": {"$lte": utcnow()}}, {"facts": 1})
+    return list(waiting.sort([("due_at", 1), ("_id", 1)]).limit(limit))
+
+
+def account_events_relayed(ids: list[ObjectId]) -> None:
+    if ids:
+        account_events().update_many({"_id": {"$in": ids}}, {"$unset": {"due_at": ""}})
+
+
+def durable_generation(user_id: str) -> int | None:
+    """The token generation stored with the account (None: no such account), for a lost Redis mirror."""
+    if not ObjectId.is_valid(user_id):
+        return None
+    user = users().find_one({"_id": ObjectId(user_id)}, {"token_gen": 1})
+    return None if user is None else int(user.get("token_gen", 0))
 
 
 def authenticate(*, email: str, password: str) -> tuple[UserDoc, int]:
@@ -79,8 +139,13 @@ def revoke_and_update(user_id: ObjectId, durable_generation: int, **changes: Any
     the write, never weaker). Returns the new generation.
     """
     generation = tokens.revoke_all_tokens(str(user_id), durable_generation)
-    users().update_one({"_id": user_id}, {"$set": {**changes, "updated_at": utcnow()},
-                                          "$max": {"token_gen": generation}})
+
+    def write(session: ClientSession) -> None:
+        users().update_one({"_id": user_id}, {"$set": {**changes, "updated_at": utcnow()},
+                                              "$max": {"token_gen": generation}}, session=session)
+        record_account(user_id, session)
+
+    in_transaction(write)
     return generation
 
 
@@ -147,6 +212,13 @@ def issue_reset_token(email: str, now: datetime) -> str | None:
     return token if updated.matched_count else None
 
 
+def reset_letter(letter: dict[str, Any], now: datetime) -> str | None:
+    """The text of a password-reset email as it is sent, with a new token in it; None when no
+    active account has the address (the row is then dropped). services/mailbox.send_mail calls it."""
+    token = issue_reset_token(letter["to"], now)
+    return None if token is None else reset_mail_text(token)
+
+
 def reset_mail_text(token: str) -> str:
     link = current_app.config["PASSWORD_RESET_URL"].replace("{token}", token)  # url-safe already; no other braces read
     minutes = current_app.config["PASSWORD_RESET_TTL_SECONDS"] // 60
@@ -166,8 +238,15 @@ def confirm_password_reset(*, token: str, new_password: str) -> None:
         raise ValidationFailed(errors={"token": [BAD_RESET_TOKEN]})
     new_hash = tokens.hash_password(new_password)  # before revoking: a login in between must see both changes
     generation = tokens.revoke_all_tokens(str(user["_id"]), user.get("token_gen", 0))
-    used = users().update_one({"_id": user["_id"], "password_reset.hash": digest},
-                              {"$set": {"password_hash": new_hash, "updated_at": utcnow()},
-                               "$unset": {"password_reset": ""}, "$max": {"token_gen": generation}})
-    if not used.modified_count:  # used by a concurrent confirm meanwhile
+
+    def write(session: ClientSession) -> bool:
+        used = users().update_one({"_id": user["_id"], "password_reset.hash": digest},
+                                  {"$set": {"password_hash": new_hash, "updated_at": utcnow()},
+                                   "$unset": {"password_reset": ""}, "$max": {"token_gen": generation}},
+                                  session=session)
+        if used.modified_count:
+            record_account(user["_id"], session)
+        return bool(used.modified_count)
+
+    if not in_transaction(write):  # used by a concurrent confirm meanwhile
         raise ValidationFailed(errors={"token": [BAD_RESET_TOKEN]})

@@ -1,5 +1,5 @@
 """Domain events, written in the same MongoDB transaction as the change they describe (the
-transactional outbox): an acknowledged task write always has its events stored, and the
+transactional outbox, extensions.in_transaction): an acknowledged task write always has its events stored, and the
 notification worker relays them to the broker (services/notifications.py).
 
 Why an outbox and not a change-stream relay: the event is data committed with the write, so
@@ -11,39 +11,14 @@ embedded server: 3.2 ms for a task and its event against 1.6 ms for the task alo
 
 from __future__ import annotations
 
-import os
-import socket
-from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from bson import ObjectId
 from pymongo.client_session import ClientSession
 
-from taskapi.extensions import get_db, mongodb_engine
 from taskapi.models.event import events
 from taskapi.models.task import DONE
-
-T = TypeVar("T")
-
-
-def in_transaction(work: Callable[[ClientSession], T]) -> T:
-    """Run `work(session)` in one transaction, retried as a whole on a transient error (a write
-    conflict with a concurrent transaction); every write in it must pass `session=`.
-
-    On the embedded SecantusDB a commit is acknowledged before its log is on disk, whatever
-    the write concern says (measured: a kill -9 lost acknowledged creates), while a single
-    write with j:true waits for the log. So there a journaled write to this process's own row
-    follows the commit: the log is sequential, and its flush carries the commit with it."""
-    with get_db().client.start_session() as session:
-        result = session.with_transaction(work)
-    if mongodb_engine() == "secantus":
-        get_db()[JOURNAL].update_one({"_id": JOURNAL_ROW}, {"$inc": {"commits": 1}}, upsert=True)
-    return result
-
-
-JOURNAL = "_journal"
-JOURNAL_ROW = f"{socket.gethostname()}:{os.getpid()}"  # one row per process: no two writers contend
 
 
 def event(*, type: str, owner: ObjectId, task: dict[str, Any] | None, now: datetime,

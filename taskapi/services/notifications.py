@@ -34,14 +34,12 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from taskapi.clock import aware, utcnow
 from taskapi.extensions import PREFIX, get_redis, redis_script
 from taskapi.models.event import ALL_EVENTS, PING, events
-from taskapi.models.mail import MAIL_DROPPED, MAIL_FAILED, MAIL_SENT, PASSWORD_RESET, mails, new_mail
+from taskapi.models.mail import mails, new_mail
+from taskapi.models.member import members
 from taskapi.models.task import tasks
-from taskapi.models.user import users
 from taskapi.models.webhook import FAILED, PENDING, SUCCEEDED, deliveries, webhooks
-from taskapi.services import auth as accounts
 from taskapi.services import cache, outbound
 from taskapi.services import events as domain_events
-from taskapi.services import mail as smtp
 
 log = logging.getLogger("taskapi.worker")
 
@@ -49,7 +47,6 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 LEASE_MARGIN = timedelta(seconds=15)
 QUEUE_GRACE = timedelta(seconds=30)  # an event published but not fanned out by then is published again
 REQUEUE_AFTER = timedelta(seconds=10)  # an attempt or mail queued but not started by then is queued again
-MAIL_MAX_ATTEMPTS = 6
 BATCH = 200
 
 Render = Callable[[dict[str, Any]], bytes]  # an event -> the JSON body receivers get
@@ -90,12 +87,6 @@ def release_events(event_ids: list[ObjectId]) -> None:
     """Publishing failed (the broker is down): relay these again on the next pass."""
     if event_ids:
         events().update_many({"_id": {"$in": event_ids}}, {"$set": {"due_at": EPOCH}})
-
-
-def unqueue_mails(ids: list[ObjectId]) -> None:
-    """The broker refused these emails' messages: publish them again on the next pass."""
-    if ids:
-        mails().update_many({"_id": {"$in": ids}}, {"$set": {"queued_until": EPOCH}})
 
 
 # --- fan-out: one event -> one pending delivery per subscribed webhook --------------------------
@@ -652,8 +643,10 @@ def fire_due_reminders(limit: int = BATCH) -> int:
         for owner in {task["owner"] for task in claimed}:
             cache.bump(str(owner))  # reminded_at shows at once, before the announcements are stored
         if claimed:
-            owners = {user["_id"]: user for user in
-                      users().find({"_id": {"$in": list({t["owner"] for t in claimed})}}, {"email": 1, "active": 1})}
+            # The tasks side's own copy of the accounts (services/members.py), tombstones left out.
+            owners = {member["_id"]: member for member in
+                      members().find({"_id": {"$in": list({t["owner"] for t in claimed})}, "gone": {"$exists": False}},
+                                     {"email": 1, "active": 1})}
             _announce(claimed, owners, now)
             tasks().update_many({"_id": {"$in": [t["_id"] for t in claimed]}, "remind_due": FIRING},
                                 {"$set": {"remind_due": None}})
@@ -720,61 +713,3 @@ def reminder_mail(to: str, task: dict[str, Any], now: datetime) -> dict[str, Any
             f"Status: {task['status']}, priority: {task['priority']}.\n\n"
             f"Task id: {task['_id']}\n")
     return new_mail(to=to, subject=f"Reminder: {task['title']}", text=text, kind="reminder", now=now)
-
-
-# --- mail -----------------------------------------------------------------------------------------
-
-def mails_to_publish(limit: int = BATCH) -> list[ObjectId]:
-    now = utcnow()
-    rows = mails().find({"due_at": {"$lte": now}, "queued_until": {"$lte": now}, "lease_until": {"$lte": now}},
-                        {"_id": 1}).sort("due_at", ASCENDING).limit(limit)
-    chosen = [row["_id"] for row in rows]
-    if chosen:
-        mails().update_many({"_id": {"$in": chosen}}, {"$set": {"queued_until": now + _grace()}})
-    return chosen
-
-
-def send_mail(mail_id: ObjectId) -> str | None:
-    """Send one pending email, if due and not held; temporary failures back off (30 s, 1 min, ...)."""
-    now = utcnow()
-    timeout = current_app.config["SMTP_TIMEOUT_SECONDS"]
-    claimed = mails().update_one({"_id": mail_id, "due_at": {"$lte": now}, "lease_until": {"$lte": now}},
-                                 {"$set": {"lease_until": now + _seconds(timeout) + LEASE_MARGIN},
-                                  "$inc": {"attempts": 1}})
-    if not claimed.modified_count:
-        return None
-    letter = mails().find_one({"_id": mail_id})
-    assert letter is not None
-    config = current_app.config
-    text = letter["text"]
-    if letter["kind"] == PASSWORD_RESET:  # the token is made now, and only the email holds it
-        token = accounts.issue_reset_token(letter["to"], now)
-        if token is None:
-            mails().update_one({"_id": mail_id}, {"$set": {"status": MAIL_DROPPED, "lease_until": EPOCH},
-                                                  "$unset": {"due_at": ""}})
-            log.info("mail %s (%s) dropped: no active account has this address", mail_id, letter["kind"])
-            return MAIL_DROPPED
-        text = accounts.reset_mail_text(token)
-    try:
-        if not config["SMTP_URL"]:
-            raise smtp.PermanentMailError("SMTP_URL is not set")
-        try:
-            settings = smtp.parse_smtp_url(config["SMTP_URL"])
-        except ValueError as exc:
-            raise smtp.PermanentMailError(str(exc)) from None
-        smtp.send_mail(settings, sender=config["MAIL_FROM"], to=letter["to"], subject=letter["subject"],
-                       text=text, message_id=f"<{mail_id}@taskapi>", timeout=timeout)
-    except smtp.MailError as exc:
-        final = isinstance(exc, smtp.PermanentMailError) or letter["attempts"] >= MAIL_MAX_ATTEMPTS
-        update: dict[str, Any] = {"error": str(exc)[:200], "lease_until": EPOCH}
-        if final:
-            mails().update_one({"_id": mail_id}, {"$set": {**update, "status": MAIL_FAILED}, "$unset": {"due_at": ""}})
-        else:
-            retry = now + _seconds(30 * 2 ** (letter["attempts"] - 1))
-            mails().update_one({"_id": mail_id}, {"$set": {**update, "due_at": retry, "queued_until": EPOCH}})
-        log.warning("mail %s (%s) not sent, attempt %d: %s", mail_id, letter["kind"], letter["attempts"], exc)
-        return MAIL_FAILED if final else "retry"
-    mails().update_one({"_id": mail_id}, {"$set": {"status": MAIL_SENT, "sent_at": utcnow(), "error": None},
-                                          "$unset": {"due_at": ""}})
-    log.info("mail %s (%s) sent", mail_id, letter["kind"])
-    return MAIL_SENT

@@ -15,6 +15,7 @@ from taskapi.models import create_declared_indexes, declared_indexes
 from taskapi.models.task import DONE, Task, derived_fields, indexes_for, tasks
 from taskapi.models.user import new_user, users
 from taskapi.services import cache, tokens
+from taskapi.services.auth import insert_user
 from taskapi.services.tasks import reserve_slots, set_task_count
 
 BATCH = 1000
@@ -30,7 +31,7 @@ def ensure_user(*, email: str, password_hash: str) -> tuple[str, bool]:
     if existing is not None:
         return str(existing["_id"]), False
     user = new_user(email=email, name=email.split("@")[0].title(), password_hash=password_hash)
-    users().insert_one(user)
+    insert_user(user)  # with its announcement: the members copy of the monolith
     return str(user["_id"]), True
 
 

@@ -18,7 +18,7 @@ from werkzeug.datastructures import ETags
 
 from taskapi.clock import utcnow
 from taskapi.errors import Conflict, NotFound, PreconditionFailed, ServiceUnavailable, ValidationFailed
-from taskapi.extensions import PREFIX, get_redis, mongodb_engine, redis_script
+from taskapi.extensions import PREFIX, get_redis, in_transaction, mongodb_engine, redis_script
 from taskapi.ids import parse_object_id
 from taskapi.models.task import (
     DEFAULTS,
@@ -87,7 +87,7 @@ def create_task(*, owner: str, data: dict[str, Any]) -> dict[str, Any]:
         events.store(events.task_write_events(before=None, after=document, now=now), session)
 
     try:
-        events.in_transaction(write)
+        in_transaction(write)
     except Exception:
         release_slots(owner, 1)
         raise
@@ -212,7 +212,7 @@ def update_task(*, owner: str, task_id: str, changes: dict[str, Any], replace: b
             return written.matched_count
 
         with task_lock(oid):
-            written = events.in_transaction(write)
+            written = in_transaction(write)
         if written:
             cache.bump(owner)
             return updated
@@ -271,7 +271,7 @@ def delete_task(*, owner: str, task_id: str, precondition: Precondition | None =
         return deleted
 
     with task_lock(query["_id"]):
-        deleted = events.in_transaction(write)
+        deleted = in_transaction(write)
     if deleted == 0:
         get_task(owner=owner, task_id=task_id)  # gone: 404
         raise PreconditionFailed()  # still there: it changed under the If-Match

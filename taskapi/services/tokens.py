@@ -34,15 +34,12 @@ from typing import Any
 import redis
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from bson import ObjectId
-from bson.errors import InvalidId
 from flask import Flask, current_app
 from flask_jwt_extended import create_access_token, create_refresh_token
 
 from config import ConfigError
 from taskapi.errors import ServiceUnavailable, Unauthorized
 from taskapi.extensions import PREFIX, get_redis, jwt, redis_script
-from taskapi.models.user import users
 from taskapi.services import keys
 from taskapi.services.cache import key_cache_generation
 
@@ -242,14 +239,13 @@ def revocation_state(claims: dict[str, Any]) -> tuple[bool, int]:
 
 def restore_generation(user_id: str) -> int:
     """The mirror was lost (a Redis restored from an older file, an operator's FLUSHALL):
-    rebuild it from the durable copy. A user that no longer exists has no valid generation."""
-    try:
-        user = users().find_one({"_id": ObjectId(user_id)}, {"token_gen": 1})
-    except InvalidId:
-        user = None
-    if user is None:
+    rebuild it from the durable copy this service owns (`durable_generation` in the factory:
+    `users` at the auth service and in the monolith, the tasks service's `members` copy). A user
+    that no longer exists has no valid generation."""
+    durable = current_app.extensions["durable_generation"](user_id)
+    if durable is None:
         return -1
-    return token_generation(user_id, user.get("token_gen", 0))
+    return token_generation(user_id, durable)
 
 
 def init_jwt(app: Flask) -> None:

@@ -9,17 +9,17 @@ from datetime import timedelta
 from typing import Any
 
 from bson import ObjectId
+from flask import current_app
+from pymongo.client_session import ClientSession
 
-from taskapi.clock import utcnow
 from taskapi.errors import Conflict, NotFound
-from taskapi.extensions import get_db
+from taskapi.extensions import get_db, in_transaction
 from taskapi.ids import parse_object_id
 from taskapi.models.user import UserDoc, new_user, users
-from taskapi.services import tokens, webhooks
-from taskapi.services.auth import revoke_and_update
+from taskapi.services import tokens
+from taskapi.services.auth import insert_user, record_account, revoke_and_update
 from taskapi.services.locks import LEASES, lease
 from taskapi.services.paging import decode_cursor, encode_cursor
-from taskapi.services.tasks import erase_owner_data
 
 CURSOR_SCOPE = "users"
 
@@ -68,10 +68,9 @@ def update_user(*, actor_id: str, user_id: str, role: str | None = None, active:
     with admin_guard() if removes_admin else nullcontext():
         if removes_admin:
             require_another_admin(user["_id"])
-        if "role" in changes or changes.get("active") is False:
-            revoke_and_update(user["_id"], user.get("token_gen", 0), **changes)
-        else:  # re-activation: the old tokens stay dead, new logins work
-            users().update_one({"_id": user["_id"]}, {"$set": {**changes, "updated_at": utcnow()}})
+        # Re-activation revokes too (the old tokens are dead already; new logins work): every
+        # change of `active` raises the generation, which orders the tasks service's copies.
+        revoke_and_update(user["_id"], user.get("token_gen", 0), **changes)
     return get_user(user_id=user_id)
 
 
@@ -86,10 +85,13 @@ def require_another_admin(user_id: ObjectId) -> None:
         raise Conflict("This is the last active admin; promote another admin first.")
 
 
-def delete_user(*, user_id: str) -> dict[str, int]:
-    """Erasure: revoke every token first, then delete the user's data, then the account.
+def delete_user(*, user_id: str) -> dict[str, int] | None:
+    """Erasure: revoke every token first, then the account's data, then the account.
 
-    Safe to run again if it was interrupted (each step finds what is left).
+    In the monolith the tasks side's data is erased here, before the account (`members.forget`
+    through app.extensions["members"]), and its counts returned. The auth service owns no task:
+    the deletion is announced in its transaction, and the tasks service's worker erases the
+    data when the announcement arrives (None is returned). Safe to run again if interrupted.
     """
     user = get_user(user_id=user_id)
     admin = user["role"] == "admin" and user["active"]
@@ -97,9 +99,14 @@ def delete_user(*, user_id: str) -> dict[str, int]:
         if admin:
             require_another_admin(user["_id"])
         revoke_and_update(user["_id"], user.get("token_gen", 0), active=False)
-        removed = erase_owner_data(owner=str(user["_id"]))
-        removed.update(webhooks.erase_owner_data(owner=str(user["_id"])))  # and nothing more is sent for them
-        users().delete_one({"_id": user["_id"]})
+        local = current_app.extensions.get("members")
+        removed = local.forget(str(user["_id"])) if local is not None else None
+
+        def write(session: ClientSession) -> None:
+            users().delete_one({"_id": user["_id"]}, session=session)
+            record_account(user["_id"], session)
+
+        in_transaction(write)
     return removed
 
 
@@ -111,7 +118,7 @@ def create_admin(*, email: str, password: str) -> tuple[UserDoc, bool]:
     user = users().find_one({"email": email})
     if user is None:
         user = new_user(email=email, role="admin", password_hash=tokens.hash_password(password))
-        users().insert_one(user)
+        insert_user(user)
         return user, True
     if user["role"] != "admin" or not user["active"]:
         revoke_and_update(user["_id"], user.get("token_gen", 0), role="admin", active=True)

@@ -4,6 +4,8 @@ that feed it from MongoDB.
 What travels through the broker is only "work is waiting": `fanout(*event_ids)`,
 `deliver(webhook_id, owner_id)` (wake an endpoint), `send_mail(mail_id)`. Every state and every retry time lives in MongoDB
 (services/notifications.py), so the broker holds no ETAs and a lost message only delays work.
+The one message that carries data crosses services: `account(facts)`, the auth service's
+announcement of an account change to the tasks service (services/members.py).
 Safety settings: acks after the work (a worker killed mid-task leaves its message to be
 redelivered), prefetch 1, JSON only, durable queues with versioned names (BROKER_QUEUE_PREFIX).
 
@@ -16,6 +18,12 @@ The loops (one thread per worker process, every WORKER_POLL_MS):
   reminders  due reminders fired (one transaction each: exactly once across workers)
   mail       mail waiting -> `send_mail` messages
 Any number of workers may run: each row is claimed atomically before it is worked on.
+
+Roles (TASKAPI_SERVICE), each on its own database and queues:
+  all, tasks  the loops above; consumes events, deliveries, mail and accounts (the auth
+              service's announcements, applied to the tasks side's copy: `taskapi.account`)
+  auth        the auth service's outbox: `accounts` (account changes -> `account` messages for
+              the tasks service) and `mail` (password-reset emails) on a queue of its own
 """
 
 from __future__ import annotations
@@ -34,8 +42,10 @@ from flask import Flask
 from kombu import Exchange, Queue
 
 from taskapi.clock import format_timestamp
+from taskapi.models.mail import PASSWORD_RESET
 from taskapi.schemas.tasks import TaskSchema
-from taskapi.services import notifications
+from taskapi.services import auth as accounts
+from taskapi.services import mailbox, members, notifications
 
 log = logging.getLogger("taskapi.worker")
 STEP_TIMEOUT_SECONDS = 30  # no MongoDB operation of a step or a task waits longer than this
@@ -57,8 +67,23 @@ def render_event(event: dict[str, Any]) -> bytes:
 
 
 def queue_names(app: Flask) -> dict[str, str]:
+    """The queue of each task, as this role publishes it: the auth service's mail has a queue of its
+    own (its rows are in its own database), the rest are the tasks side's."""
     prefix = app.config["BROKER_QUEUE_PREFIX"]
-    return {"fanout": f"{prefix}.events", "deliver": f"{prefix}.deliveries", "send_mail": f"{prefix}.mail"}
+    mail = f"{prefix}.auth-mail" if app.config["TASKAPI_SERVICE"] == "auth" else f"{prefix}.mail"
+    return {"fanout": f"{prefix}.events", "deliver": f"{prefix}.deliveries", "send_mail": mail,
+            "account": f"{prefix}.accounts"}
+
+
+def consumed_queues(app: Flask) -> list[str]:
+    """What this role's workers take messages from."""
+    names = queue_names(app)
+    return [names["send_mail"]] if app.config["TASKAPI_SERVICE"] == "auth" else list(names.values())
+
+
+def letters(app: Flask) -> dict[str, mailbox.Compose]:
+    """Mail written at sending time: the password reset's, where users live (auth, all)."""
+    return {} if app.config["TASKAPI_SERVICE"] == "tasks" else {PASSWORD_RESET: accounts.reset_letter}
 
 
 def make_celery(app: Flask) -> Celery:
@@ -109,9 +134,15 @@ def make_celery(app: Flask) -> Celery:
             deliver.apply_async(args=[webhook_id, owner_id], retry=True,  # a run ended with work left
                                 retry_policy=PUBLISH_RETRY)
 
+    compose = letters(app)
+
     @celery.task(name="taskapi.send_mail")
     def send_mail(mail_id: str) -> None:
-        notifications.send_mail(ObjectId(mail_id))
+        mailbox.send_mail(ObjectId(mail_id), compose)
+
+    @celery.task(name="taskapi.account")
+    def account(facts: dict[str, Any]) -> None:
+        members.receive(facts)
 
     return celery
 
@@ -136,6 +167,8 @@ class Loops:
         steps: list[tuple[str, Callable[[], int]]] = [
             ("relay", self.relay), ("sweep", self.sweep), ("reminders", notifications.fire_due_reminders),
             ("mail", self.mail)]
+        if self.app.config["TASKAPI_SERVICE"] == "auth":
+            steps = [("accounts", self.accounts), ("mail", self.mail)]
         failing: set[str] = set()
         while not self.stopping.is_set():
             busy = False
@@ -153,11 +186,12 @@ class Loops:
             self.stopping.wait(0 if busy else self.poll if not failing else max(self.poll, 1.0))
 
     def publish(self, task: str, ids: list[Any]) -> list[Any]:
-        """Publish one message per id (or tuple of ids); returns those the broker took (stops at the
-        first refusal)."""
+        """Publish one message per id (or tuple of ids, or dict: the message's one argument);
+        returns those the broker took (stops at the first refusal)."""
         sent: list[Any] = []
         for ident in ids:
-            args = [str(part) for part in ident] if isinstance(ident, tuple) else [str(ident)]
+            args = ([ident] if isinstance(ident, dict)
+                    else [str(part) for part in ident] if isinstance(ident, tuple) else [str(ident)])
             try:
                 self.celery.send_task(f"taskapi.{task}", args=args, queue=queue_names(self.app)[task], retry=True,
                                       retry_policy=PUBLISH_RETRY)
@@ -185,13 +219,21 @@ class Loops:
         return len(endpoints)
 
     def mail(self) -> int:
-        due = notifications.mails_to_publish()
+        due = mailbox.mails_to_publish()
         sent: list[ObjectId] = []
         try:
             sent = self.publish("send_mail", due)
         finally:
-            notifications.unqueue_mails([ident for ident in due if ident not in set(sent)])
+            mailbox.unqueue_mails([ident for ident in due if ident not in set(sent)])
         return len(due)
+
+    def accounts(self) -> int:
+        """The auth service's announcements, oldest first, to the tasks service's queue; each is
+        marked relayed once the broker has it (a second copy after a crash changes nothing there)."""
+        waiting = accounts.account_events_to_relay(notifications.BATCH)
+        sent = self.publish("account", [row["facts"] for row in waiting])
+        accounts.account_events_relayed([row["_id"] for row in waiting[:len(sent)]])
+        return len(waiting)
 
 
 def run_worker(app: Flask, *, concurrency: int, loglevel: str) -> None:
@@ -203,7 +245,7 @@ def run_worker(app: Flask, *, concurrency: int, loglevel: str) -> None:
 
     @signals.worker_ready.connect(weak=False)
     def started(**_: Any) -> None:
-        log.info("worker ready: queues %s", ", ".join(queue_names(app).values()))
+        log.info("worker ready (%s): queues %s", app.config["TASKAPI_SERVICE"], ", ".join(consumed_queues(app)))
 
     @signals.worker_shutting_down.connect(weak=False)
     def stopping(**_: Any) -> None:
@@ -213,7 +255,7 @@ def run_worker(app: Flask, *, concurrency: int, loglevel: str) -> None:
     loops.start()
     try:
         celery.worker_main(["worker", "--pool=threads", f"--concurrency={concurrency}", f"--loglevel={loglevel}",
-                            "--queues=" + ",".join(queue_names(app).values()), "--without-gossip",
+                            "--queues=" + ",".join(consumed_queues(app)), "--without-gossip",
                             "--without-mingle", f"--hostname=taskapi-{os.getpid()}@%h"])
     finally:
         loops.stop()

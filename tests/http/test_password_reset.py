@@ -9,10 +9,11 @@ from datetime import timedelta
 
 import pytest
 
+from taskapi import worker
 from taskapi.clock import utcnow
 from taskapi.models.mail import mails
 from taskapi.models.user import users
-from taskapi.services import notifications
+from taskapi.services import mailbox
 from tests.helpers import PASSWORD, assert_problem, bearer, login, register
 
 RESET, CONFIRM = "/api/v1/auth/password-reset", "/api/v1/auth/password-reset/confirm"
@@ -29,7 +30,8 @@ def mailing(make_app, sink):
 def send_queued(app) -> list[str | None]:
     """What the worker does with the queued mail: publish, then send each."""
     with app.app_context():
-        return [notifications.send_mail(ident) for ident in notifications.mails_to_publish()]
+        compose = worker.letters(app)
+        return [mailbox.send_mail(ident, compose) for ident in mailbox.mails_to_publish()]
 
 
 def token_of(message) -> str:

@@ -246,3 +246,42 @@ def test_a_signature_checked_once_still_has_its_expiry_and_revocation_checked_ea
     time.sleep(max(0.0, claims_of(expiring)["exp"] - time.time()) + 0.1)
     response = client.get(ME, headers=bearer(expiring))
     assert response.status_code == 401 and "expired" in assert_problem(response, 401)["detail"]
+
+
+def test_moving_from_hs256_logs_nobody_out_until_the_deadline(make_app, tmp_path):
+    """JWT_ACCEPT_HS256_UNTIL: after the switch to RS256, tokens issued under HS256 (the same
+    JWT_SECRET_KEY) still verify, and their refresh gets an RS256 pair; after the deadline they
+    are 401. An HS256 token keyed with the public key is refused all the same."""
+    monolith = make_app()  # HS256
+    register(monolith.test_client(), "moving@example.com")
+    register(monolith.test_client(), "later@example.com")
+    old = login_pair(monolith, "moving@example.com")  # issued by the HS256 monolith
+    assert header_of(old["access_token"])["alg"] == "HS256"
+    folder = tmp_path / "keys"
+    rotate(make_app(JWT_ALGORITHM="RS256", JWT_PRIVATE_KEYS=str(folder), JWT_KEY_ACTIVATION_SECONDS="0"))
+    moved = make_app(JWT_ALGORITHM="RS256", JWT_PRIVATE_KEYS=str(folder), JWT_ACCEPT_HS256_UNTIL="2999-01-01T00:00:00Z")
+    client = moved.test_client()
+    assert client.get(ME, headers=bearer(old["access_token"])).status_code == 200
+    refreshed = client.post("/api/v1/auth/refresh", headers=bearer(old["refresh_token"]))
+    assert refreshed.status_code == 200, refreshed.get_json()
+    assert header_of(refreshed.get_json()["access_token"])["alg"] == "RS256"
+    assert client.get(ME, headers=bearer(refreshed.get_json()["access_token"])).status_code == 200
+    public = next(folder.glob("*.pem")).read_bytes()
+    key = serialization.load_pem_private_key(public, None).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert_problem(client.get(ME, headers=bearer(hmac_token(old["access_token"], key, None))), 401)
+    second = login_pair(make_app(JWT_ALGORITHM="HS256", JWT_PRIVATE_KEYS="", JWT_ACCEPT_HS256_UNTIL=""),
+                        "later@example.com")  # HS256 again, to be refused after the deadline
+    assert header_of(second["access_token"])["alg"] == "HS256"
+    after = make_app(JWT_ALGORITHM="RS256", JWT_PRIVATE_KEYS=str(folder), JWT_ACCEPT_HS256_UNTIL="2020-01-01T00:00:00Z")
+    assert_problem(after.test_client().get(ME, headers=bearer(second["access_token"])), 401)
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"JWT_ACCEPT_HS256_UNTIL": "soon"}, "must be a timestamp"),
+    ({"JWT_ACCEPT_HS256_UNTIL": "2999-01-01T00:00:00"}, "needs a time zone"),
+    ({"JWT_ACCEPT_HS256_UNTIL": "2999-01-01T00:00:00Z", "JWT_ALGORITHM": "HS256"}, "is for a move to"),
+])
+def test_the_hs256_deadline_is_checked(make_app, tmp_path, settings, message):
+    with pytest.raises(ConfigError, match=message):
+        make_app(**{"JWT_ALGORITHM": "RS256", "JWT_PRIVATE_KEYS": str(tmp_path), **settings})

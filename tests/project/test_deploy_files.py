@@ -36,10 +36,45 @@ def test_dockerfile_is_multi_stage_non_root_with_healthcheck():
     assert env_names - {"PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"} <= CONFIG_NAMES
 
 
-def test_boot_script_migrates_then_execs_gunicorn():
-    lines = [line for line in (ROOT / "boot.sh").read_text().splitlines() if line and not line.startswith("#")]
-    assert lines == ["set -e", "flask --app wsgi db upgrade", "exec gunicorn -c gunicorn.conf.py wsgi:app"]
+def test_boot_script_migrates_makes_a_first_key_then_execs_gunicorn(app, tmp_path):
+    """boot.sh for real, as the auth service's container runs it: migrations, a first RS256 key
+    into an empty JWT_PRIVATE_KEYS, then gunicorn (the same process) serving that key's JWK set;
+    a second boot keeps the key it finds."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import requests
+
+    from taskapi.runtime.devserver import free_port
+
     assert (ROOT / "boot.sh").stat().st_mode & 0o111
+    keys, port = tmp_path / "keys", free_port()
+    env = {**os.environ, "TASKAPI_ENV": "testing", "TASKAPI_SERVICE": "auth", "JWT_ALGORITHM": "RS256",
+           "JWT_PRIVATE_KEYS": str(keys), "MONGODB_URI": app.config["MONGODB_URI"], "REDIS_URL": app.config["REDIS_URL"],
+           "CACHE_REDIS_URL": app.config["CACHE_REDIS_URL"], "PORT": str(port), "WORKERS": "1",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    kids = []
+    for _ in range(2):
+        process = subprocess.Popen(["./boot.sh"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    answer = requests.get(f"http://127.0.0.1:{port}/.well-known/jwks.json", timeout=2)
+                    break
+                except requests.ConnectionError:
+                    assert process.poll() is None and time.monotonic() < deadline, process.stdout.read().decode()
+                    time.sleep(0.2)
+            kids.append([key["kid"] for key in answer.json()["keys"]])
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(30)
+    assert len(kids[0]) == 1 and kids[1] == kids[0]  # made once, then kept
+    assert len(list(keys.glob("*.pem"))) == 1
 
 
 def test_dockerignore_keeps_secrets_and_junk_out():
@@ -47,10 +82,10 @@ def test_dockerignore_keeps_secrets_and_junk_out():
     assert {".git", ".venv", "var", ".env", "tests"} <= ignored
 
 
-def test_compose_wires_mongo_two_redis_rabbitmq_app_worker_and_nginx():
+def test_compose_runs_auth_and_tasks_each_with_its_database_workers_rabbitmq_redis_and_nginx():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"mongo", "redis", "cache", "rabbitmq", "app", "worker", "nginx"}
+    assert set(services) == {"mongo", "redis", "cache", "rabbitmq", "auth", "tasks", "worker", "auth-worker", "nginx"}
     redis_cmd, cache_cmd = services["redis"]["command"], services["cache"]["command"]
     assert redis_cmd[redis_cmd.index("--appendonly") + 1] == "yes"
     assert redis_cmd[redis_cmd.index("--maxmemory-policy") + 1] == "noeviction"
@@ -59,28 +94,40 @@ def test_compose_wires_mongo_two_redis_rabbitmq_app_worker_and_nginx():
         assert " ".join(command).count("--user default off") == 1
         password = next(arg for arg in command if arg.startswith(">"))
         assert password.startswith(">${") and ":?" in password, "a password from the environment, no default"
-    app = services["app"]
-    assert set(app["environment"]) <= CONFIG_NAMES, set(app["environment"]) - CONFIG_NAMES
-    assert app["environment"]["TASKAPI_ENV"] == "production" and app["environment"]["TRUSTED_PROXY_COUNT"] == "1"
-    assert app["environment"]["MONGODB_URI"].startswith("mongodb://mongo:")
-    assert app["environment"]["REDIS_URL"].startswith("redis://taskapi:${REDIS_PASSWORD}@redis:")
-    assert app["environment"]["CACHE_REDIS_URL"].startswith("redis://taskapi:${CACHE_REDIS_PASSWORD}@cache:")
-    assert "${JWT_SECRET_KEY:?" in app["environment"]["JWT_SECRET_KEY"], "no default secret"
-    assert app["expose"] == ["8000"] and app["environment"]["PORT"] == "8000"
-    # A task and its events are written in one transaction (the outbox): MongoDB must be a replica set.
-    assert "--replSet" in services["mongo"]["command"] and "replicaSet=" in app["environment"]["MONGODB_URI"]
-    # The worker: the app's image and environment plus the broker (which the API never uses).
-    worker = services["worker"]
-    assert worker["build"] == app["build"] and worker["command"] == ["flask", "--app", "wsgi", "worker"]
-    assert set(worker["environment"]) <= CONFIG_NAMES, set(worker["environment"]) - CONFIG_NAMES
-    for name in ("TASKAPI_ENV", "MONGODB_URI", "REDIS_URL", "CACHE_REDIS_URL", "JWT_SECRET_KEY"):
-        assert worker["environment"][name] == app["environment"][name], name
-    assert worker["environment"]["BROKER_URL"].startswith("amqp://${RABBITMQ_USER}:${RABBITMQ_PASSWORD}@rabbitmq:")
-    assert "BROKER_URL" not in app["environment"]
-    assert {"mongo", "redis", "cache", "rabbitmq"} <= set(worker["depends_on"])
-    from config import get_config, parse_duration
+    auth, tasks = services["auth"], services["tasks"]
+    for service in (auth, tasks):
+        env = service["environment"]
+        assert set(env) <= CONFIG_NAMES, set(env) - CONFIG_NAMES
+        assert env["TASKAPI_ENV"] == "production" and env["TRUSTED_PROXY_COUNT"] == "1"
+        assert env["REDIS_URL"].startswith("redis://taskapi:${REDIS_PASSWORD}@redis:")
+        assert env["CACHE_REDIS_URL"].startswith("redis://taskapi:${CACHE_REDIS_PASSWORD}@cache:")
+        assert "${JWT_SECRET_KEY:?" in env["JWT_SECRET_KEY"], "no default secret"
+        assert service["expose"] == ["8000"] and env["PORT"] == "8000" and env["JWT_ALGORITHM"] == "RS256"
+        # A task and its events are written in one transaction (the outbox): MongoDB must be a replica set.
+        assert env["MONGODB_URI"].startswith("mongodb://mongo:") and "replicaSet=" in env["MONGODB_URI"]
+        assert "BROKER_URL" not in env  # the API never talks to the broker
+        assert int(env["WORKERS"]) >= 1 and int(env["THREADS"]) >= 1  # gunicorn settings per service
+    assert "--replSet" in services["mongo"]["command"]
+    # Each service its own database; only auth holds the signing keys, tasks verifies with its JWK set.
+    assert auth["environment"]["TASKAPI_SERVICE"] == "auth" and tasks["environment"]["TASKAPI_SERVICE"] == "tasks"
+    assert auth["environment"]["MONGODB_URI"].split("?")[0].endswith("/taskapi_auth")
+    assert tasks["environment"]["MONGODB_URI"].split("?")[0].endswith("/taskapi_tasks")
+    assert auth["environment"]["JWT_PRIVATE_KEYS"] == "/app/keys" and "jwt-keys:/app/keys" in auth["volumes"]
+    assert "JWT_PRIVATE_KEYS" not in tasks["environment"] and "volumes" not in tasks
+    assert tasks["environment"]["JWKS_URL"] == "http://auth:8000/.well-known/jwks.json"
+    # The workers: the image and environment of their service plus the broker and mail.
+    for name, service in (("worker", tasks), ("auth-worker", auth)):
+        worker = services[name]
+        assert worker["build"] == service["build"] and worker["command"] == ["flask", "--app", "wsgi", "worker"]
+        assert set(worker["environment"]) <= CONFIG_NAMES, set(worker["environment"]) - CONFIG_NAMES
+        for setting in ("TASKAPI_ENV", "TASKAPI_SERVICE", "MONGODB_URI", "REDIS_URL", "CACHE_REDIS_URL", "JWT_SECRET_KEY"):
+            assert worker["environment"][setting] == service["environment"][setting], (name, setting)
+        assert worker["environment"]["BROKER_URL"].startswith("amqp://${RABBITMQ_USER}:${RABBITMQ_PASSWORD}@rabbitmq:")
+        assert {"mongo", "redis", "cache", "rabbitmq"} <= set(worker["depends_on"])
+        from config import get_config, parse_duration
 
-    assert parse_duration(worker["stop_grace_period"]) > get_config("testing").WEBHOOK_TIMEOUT_SECONDS
+        assert parse_duration(worker["stop_grace_period"]) > get_config("testing").WEBHOOK_TIMEOUT_SECONDS
+    assert services["auth-worker"]["volumes"] == ["jwt-keys:/app/keys:ro"]
     rabbit = services["rabbitmq"]
     for name in ("RABBITMQ_DEFAULT_USER", "RABBITMQ_DEFAULT_PASS"):
         assert rabbit["environment"][name].startswith("${") and ":?" in rabbit["environment"][name], name
@@ -91,18 +138,19 @@ def test_compose_wires_mongo_two_redis_rabbitmq_app_worker_and_nginx():
         if name != "nginx":
             assert "ports" not in service and list(service["networks"]) == ["backend"], name
     nginx = services["nginx"]
-    assert set(nginx["networks"]) == {"edge", "backend"}
+    assert set(nginx["networks"]) == {"edge", "backend"} and {"auth", "tasks"} <= set(nginx["depends_on"])
     assert "./nginx.conf:/etc/nginx/nginx.conf:ro" in nginx["volumes"]
     assert any(port.endswith(":80") for port in nginx["ports"])
     assert "/healthz" in " ".join(nginx["healthcheck"]["test"])
-    # nginx.conf routes to an auth and a tasks upstream, re-resolving their replicas (`resolve`:
-    # open-source nginx >= 1.27.3); in the monolith the app service answers to both names.
+    # nginx.conf routes to the auth and the tasks upstream by their service names, re-resolving
+    # their replicas (`resolve`: open-source nginx >= 1.27.3).
     conf = (ROOT / "nginx.conf").read_text()
     assert "server auth:8000 resolve;" in conf and "server tasks:8000 resolve;" in conf
     assert re.search(r"^\s+resolver 127\.0\.0\.11 valid=\d+s", conf, re.M)
-    assert services["app"]["networks"]["backend"]["aliases"] == ["auth", "tasks"]
     major, minor = map(int, re.match(r"nginx:(\d+)\.(\d+)", nginx["image"]).groups())
     assert (major, minor) >= (1, 28), nginx["image"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "install -d -o 10001 -g 10001 -m 0700 /app/keys" in dockerfile  # the keys volume's owner and mode
 
 
 def test_nginx_conf_matches_the_app():
