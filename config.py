@@ -143,8 +143,9 @@ class Config:
         # A service that only verifies tokens (RS256/ES256): the auth service's JWK set, fetched
         # and cached; a token with an unknown kid fetches it again, at most every JWKS_REFETCH_SECONDS.
         self.JWKS_URL = env_str("JWKS_URL")
-        # Moving from HS256 to RS256/ES256 without logging anyone out: until this moment, tokens
-        # signed HS256 with JWT_SECRET_KEY (issued before the switch) verify too. Unset: never.
+        # Moving from HS256 to RS256/ES256 without logging anyone out: until this moment, refresh
+        # tokens signed HS256 with JWT_SECRET_KEY (issued before the switch) are exchanged for new
+        # pairs. Unset: never.
         self.JWT_ACCEPT_HS256_UNTIL = env_str("JWT_ACCEPT_HS256_UNTIL")
         self.HS256_ACCEPTED_UNTIL = 0.0  # the same, as a Unix time (set by validation)
         self.JWKS_REFETCH_SECONDS = env_int("JWKS_REFETCH_SECONDS", 30, minimum=1)
@@ -311,6 +312,12 @@ class Config:
                 raise ConfigError("JWT_ACCEPT_HS256_UNTIL needs a time zone (e.g. Z)")
             if self.JWT_ALGORITHM not in {"RS256", "ES256"}:
                 raise ConfigError("JWT_ACCEPT_HS256_UNTIL is for a move to JWT_ALGORITHM=RS256 or ES256")
+            if self.TASKAPI_SERVICE == "tasks":
+                raise ConfigError("JWT_ACCEPT_HS256_UNTIL is for the service that signs (auth or all): it takes "
+                                  "HS256 refresh tokens, which only the auth service exchanges")
+            if until.timestamp() > time.time() + self.REFRESH_TOKEN_TTL_SECONDS + 86400:
+                raise ConfigError("JWT_ACCEPT_HS256_UNTIL is later than every HS256 refresh token can live "
+                                  "(REFRESH_TOKEN_TTL_SECONDS from now, plus a day)")
             self.HS256_ACCEPTED_UNTIL = until.timestamp()
         if len(self.JWT_SECRET_KEY.encode()) < MIN_SECRET_BYTES:
             raise ConfigError(

@@ -1,4 +1,5 @@
-"""Flask CLI: `db upgrade|status`, `keys rotate|list`, `users create-admin|delete`, `seed`, `openapi export|postman`, `worker`."""
+"""Flask CLI: `db upgrade|status`, `keys rotate|ensure|list`, `users create-admin|delete|announce`, `seed`,
+`openapi export|postman`, `worker`."""
 
 from __future__ import annotations
 
@@ -158,6 +159,20 @@ def users_delete(email: str | None, user_id: str | None, yes: bool) -> None:
         click.echo(f"deleted {email or user_id} ({target}): tokens revoked, {removed['tasks']} tasks erased")
 
 
+@users_cli.command("announce")
+@needs_servers("mongodb")
+def users_announce() -> None:
+    """Announce every account to the tasks service again: after giving it a database of its own,
+    or after a monolith upgrade during which older replicas still ran. Safe at any time."""
+    from taskapi.services.auth import announce_all
+
+    require_users_here()
+    count = announce_all()
+    where = ("applied to the members copy" if current_app.config["TASKAPI_SERVICE"] == "all"
+             else "queued for the auth worker to relay")
+    click.echo(f"announced {count} accounts ({where})")
+
+
 @click.command("seed")
 @with_appcontext
 @click.option("--users", type=click.IntRange(1, 100_000), default=3, show_default=True, help="Users to create or reuse.")
@@ -274,6 +289,22 @@ def keys_rotate_command(algorithm: str | None) -> None:
     click.echo(f"added {key.path} ({algorithm}, kid {key.kid})")
     click.echo("after a reload (kill -HUP <gunicorn master pid> on every auth instance) it is published at once "
                f"and signs {config['JWT_KEY_ACTIVATION_SECONDS']} s after it was added (JWT_KEY_ACTIVATION_SECONDS)")
+
+
+@keys_cli.command("ensure")
+@with_appcontext
+def keys_ensure_command() -> None:
+    """A first key when JWT_PRIVATE_KEYS holds none (boot.sh): made by one process, under a lock
+    on the directory, however many replicas start at once; nothing when a key is there."""
+    from taskapi.services import keys
+
+    config = current_app.config
+    if config["JWT_ALGORITHM"] not in keys.ASYMMETRIC or config["JWKS_URL"] or not config["JWT_PRIVATE_KEYS"]:
+        click.echo("no signing key needed here (HS256, or a service that verifies with JWKS_URL)")
+        return
+    key = keys.ensure_key(config["JWT_PRIVATE_KEYS"], config["JWT_ALGORITHM"])
+    click.echo(f"added {key.path} ({config['JWT_ALGORITHM']}, kid {key.kid})" if key
+               else f"{config['JWT_PRIVATE_KEYS']} holds a key already")
 
 
 @keys_cli.command("list")

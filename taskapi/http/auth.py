@@ -128,19 +128,23 @@ VERIFIED_SECONDS = 60.0
 VERIFIED_MAX = 10_000
 
 
-def _signed_claims(token: str) -> dict[str, Any]:
-    """The claims of a token whose header names our algorithm and whose signature matches."""
+def _signed_claims(token: str) -> tuple[dict[str, Any], bool]:
+    """The claims of a token whose header names our algorithm and whose signature matches, and
+    whether it did so under the pinned algorithm (False: an HS256 refresh token of the move)."""
     head_b64, payload_b64, signature_b64 = token.split(".")
     head = orjson.loads(_b64decode(head_b64))
     config = current_app.config
     if not isinstance(head, dict):
         raise ValueError("header")
-    if head.get("alg") == config["JWT_ALGORITHM"]:
+    pinned = head.get("alg") == config["JWT_ALGORITHM"]
+    if pinned:
         if not _signature_matches(head, f"{head_b64}.{payload_b64}", signature_b64):
             raise ValueError("signature")
     elif head.get("alg") == "HS256" and time.time() < config["HS256_ACCEPTED_UNTIL"]:
-        # The move from HS256 (JWT_ACCEPT_HS256_UNTIL): a token issued before it, HMAC-checked with
-        # JWT_SECRET_KEY. Never with the public key: whoever has only that cannot forge one.
+        # The move from HS256 (JWT_ACCEPT_HS256_UNTIL): a refresh token issued before it, HMAC-checked
+        # with JWT_SECRET_KEY (never with a public key), at a service that signs. Only a refresh
+        # token: it is exchanged for a pair of the new algorithm only if it is its session's current
+        # one, and the new pair's role comes from the account, not from the token.
         expected = hmac.new(config["JWT_SECRET_KEY"].encode(), f"{head_b64}.{payload_b64}".encode(),
                             DIGESTS["HS256"]).digest()
         if not hmac.compare_digest(_b64decode(signature_b64), expected):
@@ -148,9 +152,9 @@ def _signed_claims(token: str) -> dict[str, Any]:
     else:
         raise ValueError("algorithm")
     claims = orjson.loads(_b64decode(payload_b64))
-    if not isinstance(claims, dict):
+    if not isinstance(claims, dict) or (not pinned and claims.get("type") != "refresh"):
         raise ValueError("claims")
-    return cast(dict[str, Any], claims)
+    return cast(dict[str, Any], claims), pinned
 
 
 def _verified_claims(token: str) -> dict[str, Any]:
@@ -162,8 +166,8 @@ def _verified_claims(token: str) -> dict[str, Any]:
         if hit is not None and hit[0] > time.monotonic():
             claims = dict(hit[1])  # a request's own copy
         else:
-            claims = _signed_claims(token)
-            if verified is not None:
+            claims, pinned = _signed_claims(token)
+            if verified is not None and pinned:
                 if len(verified) >= VERIFIED_MAX:
                     verified.clear()
                 verified[token] = (time.monotonic() + VERIFIED_SECONDS, claims)

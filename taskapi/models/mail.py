@@ -17,6 +17,7 @@ from pymongo.collection import Collection
 MAIL_PENDING, MAIL_SENT, MAIL_FAILED = "pending", "sent", "failed"
 MAIL_DROPPED = "dropped"  # nothing to send: a password reset for an address without an active account
 PASSWORD_RESET = "password_reset"
+REMINDER = "reminder"
 
 
 class Mail(Document):

@@ -3,10 +3,10 @@ account facts the auth service announces (services/members.py): the address remi
 whether the account is active, its token generation (to rebuild a lost Redis mirror without
 reading `users`), and a tombstone once the account is deleted.
 
-  {_id: the user's id, email, active, token_gen, gone: true (only once deleted), updated_at}
+  {_id: the user's id, email, active, token_gen, version, gone: true (only once deleted), updated_at}
 
-Every change of `active` raises `token_gen` (services/auth.revoke_and_update), so a higher
-generation is a newer state: an older announcement that arrives late changes nothing.
+`version` is the auth side's `users.facts_version`, raised by every announcing transaction: an
+announcement with a version not above the stored one is older (or the same) and changes nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ class Member(Document):
     email = StringField(required=True)
     active = BooleanField(required=True)
     token_gen = IntField(required=True, min_value=0)
+    version = IntField(required=True, min_value=0)
     gone = BooleanField(null=True)  # present (true) only on a deleted account's tombstone
     updated_at = DateTimeField(required=True)
 

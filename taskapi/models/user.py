@@ -23,6 +23,9 @@ class User(Document):
     # logout-all, a password change, a role change and deactivation raise it. Redis keeps
     # a mirror (read on every request); this copy survives the loss of that mirror.
     token_gen = IntField(required=True, default=0, min_value=0)
+    # Raised by every transaction that announces the account to the tasks service
+    # (services/auth.record_account): it orders those announcements.
+    facts_version = IntField(default=0, min_value=0)
     created_at = DateTimeField(required=True, default=utcnow)
     updated_at = DateTimeField(required=True, default=utcnow)
     # The one password-reset token that works: {hash: sha256 hex of the token, expires_at};
@@ -60,18 +63,20 @@ class AccountEvent(Document):
     transaction of the change it describes, relayed by the auth service's worker to the tasks
     service's (`taskapi.account` messages), then kept 30 days without `due_at`.
 
-      {_id, facts: {id, email, active, token_gen, gone}, created_at, due_at (only while waiting)}
+      {_id, facts: {id, email, active, token_gen, gone, version}, created_at,
+       due_at (only while waiting), relayed_at (once relayed; kept 30 days from then)}
     """
 
     facts = DictField(required=True)
     created_at = DateTimeField(required=True)
     due_at = DateTimeField(null=True)
+    relayed_at = DateTimeField(null=True)
 
     meta = {
         "collection": "account_events",
         # Created by migrations/0006_members.py; a test checks the two agree.
         "indexes": [{"fields": ["due_at"], "sparse": True, "name": "account_events_due_at"},
-                    {"fields": ["created_at"], "name": "account_events_retention", "expireAfterSeconds": 30 * 86400}],
+                    {"fields": ["relayed_at"], "name": "account_events_retention", "expireAfterSeconds": 30 * 86400}],
         "auto_create_index": False,
         "auto_create_index_on_save": False,
     }

@@ -5,6 +5,7 @@ Users travel as plain documents (the dicts pymongo reads through models.user.use
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from datetime import datetime, timedelta
@@ -12,6 +13,7 @@ from typing import Any
 
 from bson import ObjectId
 from flask import current_app
+from pymongo import ReturnDocument
 from pymongo.client_session import ClientSession
 from pymongo.errors import DuplicateKeyError
 
@@ -54,24 +56,44 @@ def insert_user(user: UserDoc) -> None:
 # which its worker relays over the broker (worker: `accounts` loop, `taskapi.account`).
 
 def account_facts(user_id: ObjectId, user: UserDoc | None) -> dict[str, Any]:
-    """What the tasks service is told of an account; `user` None: it was deleted."""
+    """What the tasks service is told of an account; `user` None: it was deleted. `version`
+    orders the announcements of one account (every announcing transaction raises it)."""
     if user is None:
-        return {"id": str(user_id), "email": "", "active": False, "token_gen": 0, "gone": True}
+        return {"id": str(user_id), "email": "", "active": False, "token_gen": 0, "gone": True, "version": 0}
     return {"id": str(user_id), "email": user["email"], "active": user["active"],
-            "token_gen": user.get("token_gen", 0), "gone": False}
+            "token_gen": user.get("token_gen", 0), "gone": False, "version": user.get("facts_version", 0)}
 
 
-def record_account(user_id: ObjectId, session: ClientSession) -> None:
-    """Announce the account's state as this transaction leaves it."""
-    user = users().find_one({"_id": user_id}, {"email": 1, "active": 1, "token_gen": 1}, session=session)
+def record_account(user_id: ObjectId, session: ClientSession | None) -> None:
+    """Announce the account's state as this transaction leaves it, with the next version (the
+    increment also makes two concurrent changes of one account conflict, so one retries)."""
+    user = users().find_one_and_update({"_id": user_id}, {"$inc": {"facts_version": 1}},
+                                       projection={"email": 1, "active": 1, "token_gen": 1, "facts_version": 1},
+                                       return_document=ReturnDocument.AFTER, session=session)
     facts = account_facts(user_id, user)
     local = current_app.extensions.get("members")
     if local is not None:
         local.apply(facts, session=session)
     else:
-        now = utcnow()
-        account_events().insert_one({"_id": ObjectId(), "facts": facts, "created_at": now, "due_at": now},
+        account_events().insert_one({"_id": ObjectId(), "facts": facts, "created_at": utcnow(), "due_at": utcnow()},
                                     session=session)
+
+
+def announce_all(batch: int = 500) -> int:
+    """Announce every account again (`flask --app wsgi users announce`): a tasks service given a
+    database of its own, or a monolith upgraded while older replicas still ran, gets a complete
+    copy. Safe at any time: each account is announced at its current version."""
+    done = 0
+    last: ObjectId | None = None
+    while True:
+        query = {"_id": {"$gt": last}} if last else {}
+        page = [user["_id"] for user in users().find(query, {"_id": 1}).sort("_id", 1).limit(batch)]
+        if not page:
+            return done
+        for user_id in page:
+            in_transaction(functools.partial(record_account, user_id))
+        done += len(page)
+        last = page[-1]
 
 
 def account_events_to_relay(limit: int) -> list[dict[str, Any]]:
@@ -81,8 +103,10 @@ def account_events_to_relay(limit: int) -> list[dict[str, Any]]:
 
 
 def account_events_relayed(ids: list[ObjectId]) -> None:
+    """Relayed: kept 30 days from now (the TTL counts from `relayed_at`, so a row the broker never
+    took is never removed)."""
     if ids:
-        account_events().update_many({"_id": {"$in": ids}}, {"$unset": {"due_at": ""}})
+        account_events().update_many({"_id": {"$in": ids}}, {"$unset": {"due_at": ""}, "$set": {"relayed_at": utcnow()}})
 
 
 def durable_generation(user_id: str) -> int | None:

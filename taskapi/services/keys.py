@@ -15,6 +15,7 @@ removed file.
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import json
 import logging
@@ -159,6 +160,19 @@ def new_private_key(algorithm: str) -> PrivateKey:
     if algorithm == "RS256":
         return rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
     return ec.generate_private_key(ec.SECP256R1())
+
+
+def ensure_key(directory: str | Path, algorithm: str) -> SigningKey | None:
+    """A first key for an empty directory, made by one process under a lock on the directory
+    while the others wait and then find it (`keys ensure`, boot.sh, development); returns the key
+    made, or None when there was one already."""
+    folder = Path(directory)
+    if any(folder.glob("*.pem")):
+        return None
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return None if any(folder.glob("*.pem")) else add_key(folder, algorithm)
 
 
 def add_key(directory: str | Path, algorithm: str) -> SigningKey:

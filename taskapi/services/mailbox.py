@@ -30,13 +30,20 @@ MAIL_MAX_ATTEMPTS = 6
 BATCH = 200
 
 Compose = Callable[[dict[str, Any], datetime], str | None]  # (row, now) -> its text, or None: drop it
+Kinds = frozenset[str] | None  # the kinds of mail a worker sends (None: all)
 
 
-def mails_to_publish(limit: int = BATCH) -> list[ObjectId]:
-    """Due rows nobody holds or queued lately, marked queued (for REQUEUE_AFTER)."""
+def kinds_query(kinds: Kinds) -> dict[str, Any]:
+    """The rows of these kinds (None: every kind). Two services sharing a database (on the way
+    from the monolith to the split) each send only their own kinds of mail."""
+    return {} if kinds is None else {"kind": {"$in": sorted(kinds)}}
+
+
+def mails_to_publish(limit: int = BATCH, kinds: Kinds = None) -> list[ObjectId]:
+    """Due rows of these kinds nobody holds or queued lately, marked queued (for REQUEUE_AFTER)."""
     now = utcnow()
-    rows = mails().find({"due_at": {"$lte": now}, "queued_until": {"$lte": now}, "lease_until": {"$lte": now}},
-                        {"_id": 1}).sort("due_at", ASCENDING).limit(limit)
+    rows = mails().find({"due_at": {"$lte": now}, "queued_until": {"$lte": now}, "lease_until": {"$lte": now},
+                         **kinds_query(kinds)}, {"_id": 1}).sort("due_at", ASCENDING).limit(limit)
     chosen = [row["_id"] for row in rows]
     if chosen:
         mails().update_many({"_id": {"$in": chosen}}, {"$set": {"queued_until": now + REQUEUE_AFTER}})
@@ -49,12 +56,14 @@ def unqueue_mails(ids: list[ObjectId]) -> None:
         mails().update_many({"_id": {"$in": ids}}, {"$set": {"queued_until": EPOCH}})
 
 
-def send_mail(mail_id: ObjectId, compose: Mapping[str, Compose] | None = None) -> str | None:
-    """Send one pending email, if due and not held; temporary failures back off (30 s, 1 min, ...).
-    `compose[kind]`, if given, writes the text now (None: nothing to send, the row is dropped)."""
+def send_mail(mail_id: ObjectId, compose: Mapping[str, Compose] | None = None, kinds: Kinds = None) -> str | None:
+    """Send one pending email of these kinds, if due and not held; temporary failures back off
+    (30 s, 1 min, ...). `compose[kind]`, if given, writes the text now (None: nothing to send,
+    the row is dropped)."""
     now = utcnow()
     timeout = current_app.config["SMTP_TIMEOUT_SECONDS"]
-    claimed = mails().update_one({"_id": mail_id, "due_at": {"$lte": now}, "lease_until": {"$lte": now}},
+    claimed = mails().update_one({"_id": mail_id, "due_at": {"$lte": now}, "lease_until": {"$lte": now},
+                                  **kinds_query(kinds)},
                                  {"$set": {"lease_until": now + timedelta(seconds=timeout) + LEASE_MARGIN},
                                   "$inc": {"attempts": 1}})
     if not claimed.modified_count:

@@ -7,9 +7,10 @@ auth service's worker relays its outbox (`account_events`) over the broker, and 
 service's worker applies each message (worker: `taskapi.account`). Either way the tasks side
 never reads `users`, and the auth side never reads or writes a task.
 
-Facts: {"id", "email", "active", "token_gen", "gone"}. Every change of `active` raises the
-token generation, so a state with a lower generation than the stored one is older and is
-ignored; a tombstone (`gone`) is final: the account's ids are never reused.
+Facts: {"id", "email", "active", "token_gen", "gone", "version"}. Every announcing transaction
+raises the account's version (and two concurrent ones conflict, so one retries), so a state whose
+version is not above the stored one is older or a copy, and is ignored; a tombstone (`gone`) is
+final: the account's ids are never reused.
 """
 
 from __future__ import annotations
@@ -18,30 +19,36 @@ from typing import Any
 
 from bson import ObjectId
 from pymongo.client_session import ClientSession
+from pymongo.errors import DuplicateKeyError
 
 from taskapi.clock import utcnow
 from taskapi.models.member import members
-from taskapi.services import tasks, webhooks
+from taskapi.services import tasks, tokens, webhooks
 
 Facts = dict[str, Any]
 
 
-def apply(facts: Facts, session: ClientSession | None = None) -> None:
-    """Store an account's state unless a newer one (or its tombstone) is stored already; a
-    tombstone also erases the account's tasks, webhooks, deliveries and events (`forget`)."""
+def apply(facts: Facts, session: ClientSession | None = None) -> bool:
+    """Store an account's state unless a state of the same or a later version (or its tombstone)
+    is stored already; returns whether it was stored. A tombstone is stored whatever came before."""
     oid = ObjectId(facts["id"])
     now = utcnow()
     if facts.get("gone"):
         members().update_one({"_id": oid}, {"$set": {"gone": True, "active": False, "updated_at": now},
-                                            "$setOnInsert": {"email": facts["email"], "token_gen": facts["token_gen"]}},
+                                            "$setOnInsert": {"email": facts["email"], "token_gen": facts["token_gen"],
+                                                             "version": facts["version"]}},
                              upsert=True, session=session)
-        return
-    state = {"email": facts["email"], "active": facts["active"], "token_gen": facts["token_gen"], "updated_at": now}
-    newer_or_equal = {"_id": oid, "gone": {"$exists": False}, "token_gen": {"$lte": facts["token_gen"]}}
-    if members().update_one(newer_or_equal, {"$set": state}, session=session).matched_count:
-        return
-    if members().find_one({"_id": oid}, {"_id": 1}, session=session) is None:  # a new account
-        members().insert_one({"_id": oid, **state}, session=session)
+        return True
+    state = {"email": facts["email"], "active": facts["active"], "token_gen": facts["token_gen"],
+             "version": facts["version"], "updated_at": now}
+    older = {"_id": oid, "gone": {"$exists": False}, "version": {"$lt": facts["version"]}}
+    try:
+        members().update_one(older, {"$set": state}, upsert=True, session=session)
+    except DuplicateKeyError:  # the member exists with this version or a later one, or is gone
+        if session is not None:  # inside a transaction the error has aborted it: let it retry or fail
+            raise
+        return False
+    return True
 
 
 def forget(owner: str) -> dict[str, int]:
@@ -53,9 +60,13 @@ def forget(owner: str) -> dict[str, int]:
 
 def receive(facts: Facts) -> dict[str, int]:
     """One announcement from the auth service (the worker's `taskapi.account`): a deletion
-    erases the account's data first, then leaves the tombstone."""
+    erases the account's data first, then leaves the tombstone. The Redis mirror of the token
+    generation is raised to the announced one (never lowered), so a mirror rebuilt from a copy
+    that lagged is corrected as soon as the announcement arrives."""
     removed = forget(facts["id"]) if facts.get("gone") else {}
     apply(facts)
+    if not facts.get("gone"):
+        tokens.token_generation(facts["id"], facts["token_gen"])
     return removed
 
 

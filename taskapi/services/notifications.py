@@ -34,7 +34,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from taskapi.clock import aware, utcnow
 from taskapi.extensions import PREFIX, get_redis, redis_script
 from taskapi.models.event import ALL_EVENTS, PING, events
-from taskapi.models.mail import mails, new_mail
+from taskapi.models.mail import REMINDER, mails, new_mail
 from taskapi.models.member import members
 from taskapi.models.task import tasks
 from taskapi.models.webhook import FAILED, PENDING, SUCCEEDED, deliveries, webhooks
@@ -712,4 +712,4 @@ def reminder_mail(to: str, task: dict[str, Any], now: datetime) -> dict[str, Any
     text = (f"This is your reminder for the task \"{task['title']}\".{due}\n"
             f"Status: {task['status']}, priority: {task['priority']}.\n\n"
             f"Task id: {task['_id']}\n")
-    return new_mail(to=to, subject=f"Reminder: {task['title']}", text=text, kind="reminder", now=now)
+    return new_mail(to=to, subject=f"Reminder: {task['title']}", text=text, kind=REMINDER, now=now)

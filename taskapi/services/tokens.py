@@ -22,7 +22,6 @@ if Redis cannot answer, the request fails closed with 503.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import time
 import uuid
@@ -226,11 +225,11 @@ def revocation_state(claims: dict[str, Any]) -> tuple[bool, int]:
         return True, 0  # not one of ours, whatever the signature says
     pipe = get_redis().pipeline(transaction=False)
     pipe.exists(key_blocklist(claims["jti"]))
-    pipe.exists(key_session(sid))
+    pipe.hget(key_session(sid), "uid")
     pipe.get(key_generation(claims["sub"]))
     pipe.get(key_cache_generation(claims["sub"]))
-    blocked, session_alive, current, cache_generation = pipe.execute()  # a Redis error propagates: 503
-    if blocked or not session_alive:
+    blocked, session_user, current, cache_generation = pipe.execute()  # a Redis error propagates: 503
+    if blocked or session_user is None or session_user.decode() != claims["sub"]:  # ended, or not this user's
         return True, 0
     if current is None:
         current = restore_generation(claims["sub"])
@@ -302,12 +301,8 @@ def load_keyring(config: Any) -> keys.Keyring | None:
     gets a first key (one process makes it, under a lock, while the others wait and read it).
     A file that is not a usable key is a ConfigError naming it."""
     directory = Path(config["JWT_PRIVATE_KEYS"])
-    if config["ENV_NAME"] == "development" and not any(directory.glob("*.pem")):
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with open(directory / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not any(directory.glob("*.pem")):
-                keys.add_key(directory, config["JWT_ALGORITHM"])
+    if config["ENV_NAME"] == "development":
+        keys.ensure_key(directory, config["JWT_ALGORITHM"])
     if not directory.is_dir() or not any(directory.glob("*.pem")):
         return None
     try:

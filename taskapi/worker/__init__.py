@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -38,11 +39,12 @@ import orjson
 import pymongo
 from bson import ObjectId
 from celery import Celery, Task, signals
+from celery.exceptions import Reject
 from flask import Flask
 from kombu import Exchange, Queue
 
 from taskapi.clock import format_timestamp
-from taskapi.models.mail import PASSWORD_RESET
+from taskapi.models.mail import PASSWORD_RESET, REMINDER
 from taskapi.schemas.tasks import TaskSchema
 from taskapi.services import auth as accounts
 from taskapi.services import mailbox, members, notifications
@@ -84,6 +86,13 @@ def consumed_queues(app: Flask) -> list[str]:
 def letters(app: Flask) -> dict[str, mailbox.Compose]:
     """Mail written at sending time: the password reset's, where users live (auth, all)."""
     return {} if app.config["TASKAPI_SERVICE"] == "tasks" else {PASSWORD_RESET: accounts.reset_letter}
+
+
+def mail_kinds(app: Flask) -> mailbox.Kinds:
+    """The mail this role sends: its own kinds only, so two services that share a database (on
+    the way to the split) never send each other's (a reset email needs the auth side's letter)."""
+    return {"all": None, "auth": frozenset({PASSWORD_RESET}),
+            "tasks": frozenset({REMINDER})}[app.config["TASKAPI_SERVICE"]]
 
 
 def make_celery(app: Flask) -> Celery:
@@ -134,15 +143,26 @@ def make_celery(app: Flask) -> Celery:
             deliver.apply_async(args=[webhook_id, owner_id], retry=True,  # a run ended with work left
                                 retry_policy=PUBLISH_RETRY)
 
-    compose = letters(app)
+    compose, kinds = letters(app), mail_kinds(app)
 
     @celery.task(name="taskapi.send_mail")
     def send_mail(mail_id: str) -> None:
-        mailbox.send_mail(ObjectId(mail_id), compose)
+        mailbox.send_mail(ObjectId(mail_id), compose, kinds)
 
     @celery.task(name="taskapi.account")
     def account(facts: dict[str, Any]) -> None:
-        members.receive(facts)
+        """An announcement is the only copy of its fact on this side: never acknowledged unapplied.
+        A failure is tried again here (1, 2, 4 s), then the message goes back to the queue."""
+        for wait in (1, 2, 4, None):
+            try:
+                members.receive(facts)
+                return
+            except Exception as exc:  # MongoDB or Redis away: wait, then requeue
+                if wait is None:
+                    log.warning("account %s not applied (%s: %s): back to the queue", facts.get("id"),
+                                exc.__class__.__name__, exc)
+                    raise Reject(str(exc), requeue=True) from exc
+                time.sleep(wait)
 
     return celery
 
@@ -219,7 +239,7 @@ class Loops:
         return len(endpoints)
 
     def mail(self) -> int:
-        due = mailbox.mails_to_publish()
+        due = mailbox.mails_to_publish(kinds=mail_kinds(self.app))
         sent: list[ObjectId] = []
         try:
             sent = self.publish("send_mail", due)

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jwt
@@ -249,39 +250,74 @@ def test_a_signature_checked_once_still_has_its_expiry_and_revocation_checked_ea
 
 
 def test_moving_from_hs256_logs_nobody_out_until_the_deadline(make_app, tmp_path):
-    """JWT_ACCEPT_HS256_UNTIL: after the switch to RS256, tokens issued under HS256 (the same
-    JWT_SECRET_KEY) still verify, and their refresh gets an RS256 pair; after the deadline they
-    are 401. An HS256 token keyed with the public key is refused all the same."""
+    """JWT_ACCEPT_HS256_UNTIL: after the switch to RS256, a refresh token issued under HS256 (the
+    same JWT_SECRET_KEY) is exchanged for an RS256 pair, so nobody logs in again; an HS256 access
+    token is 401 (the client refreshes). After the deadline the refresh is 401 too. An HS256 token
+    keyed with the public key, or minted with the secret for another user's session, is refused."""
     monolith = make_app()  # HS256
-    register(monolith.test_client(), "moving@example.com")
-    register(monolith.test_client(), "later@example.com")
+    for email in ("moving@example.com", "later@example.com", "victim@example.com"):
+        register(monolith.test_client(), email)
     old = login_pair(monolith, "moving@example.com")  # issued by the HS256 monolith
+    second = login_pair(monolith, "later@example.com")
     assert header_of(old["access_token"])["alg"] == "HS256"
     folder = tmp_path / "keys"
     rotate(make_app(JWT_ALGORITHM="RS256", JWT_PRIVATE_KEYS=str(folder), JWT_KEY_ACTIVATION_SECONDS="0"))
-    moved = make_app(JWT_ALGORITHM="RS256", JWT_PRIVATE_KEYS=str(folder), JWT_ACCEPT_HS256_UNTIL="2999-01-01T00:00:00Z")
+    deadline = (datetime.now(UTC) + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    moved = make_app(JWT_ALGORITHM="RS256", JWT_PRIVATE_KEYS=str(folder), JWT_ACCEPT_HS256_UNTIL=deadline)
     client = moved.test_client()
-    assert client.get(ME, headers=bearer(old["access_token"])).status_code == 200
+    assert_problem(client.get(ME, headers=bearer(old["access_token"])), 401)
     refreshed = client.post("/api/v1/auth/refresh", headers=bearer(old["refresh_token"]))
     assert refreshed.status_code == 200, refreshed.get_json()
     assert header_of(refreshed.get_json()["access_token"])["alg"] == "RS256"
     assert client.get(ME, headers=bearer(refreshed.get_json()["access_token"])).status_code == 200
+    # Whoever holds JWT_SECRET_KEY cannot use the window to mint: an admin access token is refused,
+    # and a refresh token naming another user with one's own session is refused.
+    secret = moved.config["JWT_SECRET_KEY"].encode()
+    mine = claims_of(second["refresh_token"])
+    with moved.app_context():
+        from taskapi.models.user import users
+
+        victim_id = str(users().find_one({"email": "victim@example.com"})["_id"])
+    admin_access = {**claims_of(second["access_token"]), "role": "admin"}
+    for claims in (admin_access, {**mine, "sub": victim_id}):
+        minted = jwt.encode(claims, secret, algorithm="HS256")
+        assert_problem(client.get("/api/v1/users", headers=bearer(minted)), 401)
+        assert_problem(client.post("/api/v1/auth/refresh", headers=bearer(minted)), 401)
     public = next(folder.glob("*.pem")).read_bytes()
     key = serialization.load_pem_private_key(public, None).public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    assert_problem(client.get(ME, headers=bearer(hmac_token(old["access_token"], key, None))), 401)
-    second = login_pair(make_app(JWT_ALGORITHM="HS256", JWT_PRIVATE_KEYS="", JWT_ACCEPT_HS256_UNTIL=""),
-                        "later@example.com")  # HS256 again, to be refused after the deadline
-    assert header_of(second["access_token"])["alg"] == "HS256"
+    assert_problem(client.post("/api/v1/auth/refresh", headers=bearer(hmac_token(second["refresh_token"], key, None))), 401)
     after = make_app(JWT_ALGORITHM="RS256", JWT_PRIVATE_KEYS=str(folder), JWT_ACCEPT_HS256_UNTIL="2020-01-01T00:00:00Z")
-    assert_problem(after.test_client().get(ME, headers=bearer(second["access_token"])), 401)
+    assert_problem(after.test_client().post("/api/v1/auth/refresh", headers=bearer(second["refresh_token"])), 401)
 
 
 @pytest.mark.parametrize(("settings", "message"), [
     ({"JWT_ACCEPT_HS256_UNTIL": "soon"}, "must be a timestamp"),
     ({"JWT_ACCEPT_HS256_UNTIL": "2999-01-01T00:00:00"}, "needs a time zone"),
-    ({"JWT_ACCEPT_HS256_UNTIL": "2999-01-01T00:00:00Z", "JWT_ALGORITHM": "HS256"}, "is for a move to"),
+    ({"JWT_ACCEPT_HS256_UNTIL": "2026-01-01T00:00:00Z", "JWT_ALGORITHM": "HS256"}, "is for a move to"),
+    ({"JWT_ACCEPT_HS256_UNTIL": "2999-01-01T00:00:00Z"}, "later than every HS256 refresh token"),
+    ({"JWT_ACCEPT_HS256_UNTIL": "2026-01-01T00:00:00Z", "TASKAPI_SERVICE": "tasks",
+      "JWKS_URL": "http://127.0.0.1:1/.well-known/jwks.json"}, "for the service that signs"),
 ])
 def test_the_hs256_deadline_is_checked(make_app, tmp_path, settings, message):
     with pytest.raises(ConfigError, match=message):
         make_app(**{"JWT_ALGORITHM": "RS256", "JWT_PRIVATE_KEYS": str(tmp_path), **settings})
+
+
+def test_replicas_starting_at_once_make_one_first_key(app_env, tmp_path):
+    """`keys ensure` (boot.sh) from four processes at once on one empty directory: one key, made
+    once; a later run finds it."""
+    folder = tmp_path / "keys"
+    env = {**os.environ, **app_env, "TASKAPI_SERVICE": "auth", "JWT_ALGORITHM": "ES256", "JWT_PRIVATE_KEYS": str(folder)}
+    command = [sys.executable, "-m", "flask", "--app", "wsgi", "keys", "ensure"]
+    runs = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    outputs = [run.communicate(timeout=60)[0] for run in runs]
+    assert all(run.returncode == 0 for run in runs), outputs
+    assert sum(output.startswith("added ") for output in outputs) == 1, outputs
+    assert len(list(folder.glob("*.pem"))) == 1
+    again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert "holds a key already" in again.stdout
+    tasks = subprocess.run(command, cwd=ROOT, env={**env, "TASKAPI_SERVICE": "tasks", "JWT_PRIVATE_KEYS": "",
+                                                   "JWKS_URL": "http://127.0.0.1:1/.well-known/jwks.json"},
+                           capture_output=True, text=True, timeout=60)
+    assert tasks.returncode == 0 and "no signing key needed" in tasks.stdout, tasks.stderr

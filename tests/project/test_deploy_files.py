@@ -111,7 +111,7 @@ def test_compose_runs_auth_and_tasks_each_with_its_database_workers_rabbitmq_red
     # Each service its own database; only auth holds the signing keys, tasks verifies with its JWK set.
     assert auth["environment"]["TASKAPI_SERVICE"] == "auth" and tasks["environment"]["TASKAPI_SERVICE"] == "tasks"
     assert auth["environment"]["MONGODB_URI"].split("?")[0].endswith("/taskapi_auth")
-    assert tasks["environment"]["MONGODB_URI"].split("?")[0].endswith("/taskapi_tasks")
+    assert tasks["environment"]["MONGODB_URI"].split("?")[0].endswith("/taskapi")  # the monolith's, kept
     assert auth["environment"]["JWT_PRIVATE_KEYS"] == "/app/keys" and "jwt-keys:/app/keys" in auth["volumes"]
     assert "JWT_PRIVATE_KEYS" not in tasks["environment"] and "volumes" not in tasks
     assert tasks["environment"]["JWKS_URL"] == "http://auth:8000/.well-known/jwks.json"
