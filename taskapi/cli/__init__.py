@@ -1,4 +1,4 @@
-"""Flask CLI: `db upgrade|status`, `keys rotate|ensure|list`, `users create-admin|delete|announce`, `seed`,
+"""Flask CLI: `db upgrade|status|shard`, `keys rotate|ensure|list`, `users create-admin|delete|announce`, `seed`,
 `openapi export|postman`, `worker`."""
 
 from __future__ import annotations
@@ -86,6 +86,34 @@ def db_status() -> None:
     for name, applied_at in migrate.status(get_db()):
         state = f"applied {applied_at:%Y-%m-%dT%H:%M:%SZ}" if applied_at else "pending"
         click.echo(f"{name}  {state}")
+
+
+@db_cli.command("shard")
+@needs_servers("mongodb")
+def db_shard() -> None:
+    """Shard this service's collections on a sharded cluster (MONGODB_URI names a mongos), with the
+    keys of models.SHARD_KEYS; safe to run again. Anywhere else it refuses and changes nothing."""
+    from taskapi.models import SHARD_KEYS
+
+    db = get_db()
+    if db.client.admin.command("hello").get("msg") != "isdbgrid":
+        click.echo("error: db shard needs a sharded cluster: MONGODB_URI must name a mongos, and it names a "
+                   "replica set or a single server; nothing was changed", err=True)
+        raise SystemExit(1)
+    service = current_app.config["TASKAPI_SERVICE"]
+    keys = {name: key for side, owned in SHARD_KEYS.items() if service in (side, "all") for name, key in owned.items()}
+    db.client.admin.command("enableSharding", db.name)
+    for name, key in keys.items():
+        namespace = f"{db.name}.{name}"
+        if db.client["config"]["collections"].find_one({"_id": namespace, "key": {"$exists": True}}):
+            click.echo(f"{name}: sharded already")
+            continue
+        db[name].create_index(list(key.items()), name="shard_key")  # a collection with data needs it first
+        db.client.admin.command("shardCollection", namespace, key=key)
+        click.echo(f"{name}: sharded on {key}")
+    if service != "auth":
+        click.echo("deliveries: left unsharded (its unique index on event, webhook and attempt does not start with a "
+                   "shard key); users, account_events and mails stay on the primary shard")
 
 
 users_cli = AppGroup("users", help="User administration.")

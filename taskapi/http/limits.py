@@ -40,7 +40,7 @@ class OneTripRedisStorage(RedisStorage):
     flask-limiter increments a fixed-window counter, then reads the counter and its TTL again
     for the X-RateLimit headers. Here the increment also returns the TTL, and the request's
     later reads of that key are answered from that one reply (kept in `g`, so per request).
-    Scheme: `taskapi+redis://…` / `taskapi+rediss://…` (init_limiter adds the prefix).
+    Scheme: `taskapi+redis://…`, with the main Redis client's connection pool (init_limiter).
     """
 
     STORAGE_SCHEME = ["taskapi+redis", "taskapi+rediss"]
@@ -147,10 +147,11 @@ def declare_limit(view: Callable[..., Any], rate: Rate, key: Key) -> Callable[..
 def init_limiter(app: Flask) -> Limiter:
     """A limiter per app (its storage is per instance): every identity's overall budget, the
     limits the views declare, and the exemptions the views and blueprints declare."""
-    timeout = app.config["REDIS_TIMEOUT_SECONDS"]
     app.config["RATELIMIT_APPLICATION"] = app.config["RATELIMIT_PER_IDENTITY"]
-    app.config["RATELIMIT_STORAGE_URI"] = "taskapi+" + app.config["REDIS_URL"]
-    app.config["RATELIMIT_STORAGE_OPTIONS"] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    # The counters live in the main Redis, through its own connection pool (and so, with a
+    # Sentinel URL, on whichever server is the master now).
+    app.config["RATELIMIT_STORAGE_URI"] = "taskapi+redis://main"
+    app.config["RATELIMIT_STORAGE_OPTIONS"] = {"connection_pool": app.extensions["redis"].connection_pool}
     limiter = Limiter(key_func=identity, headers_enabled=True, in_memory_fallback_enabled=True,
                       strategy="fixed-window", key_prefix=f"{PREFIX}rl")
     limiter.init_app(app)

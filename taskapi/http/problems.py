@@ -134,6 +134,10 @@ def dependency_problem(error: Exception) -> str | None:
     if isinstance(error, pymongo.errors.PyMongoError):
         if isinstance(error, pymongo.errors.ServerSelectionTimeoutError):
             return "MongoDB is unavailable; retry shortly."
+        if isinstance(error, pymongo.errors.WriteConcernError):  # MONGODB_WTIMEOUT_MS passed, or too few members
+            log.warning("MongoDB write concern not satisfied: %s", error)
+            return ("MongoDB did not confirm the write on enough members of its replica set (MONGODB_WRITE_CONCERN) "
+                    "in time; it may still be applied. Read it back, or retry with the same Idempotency-Key.")
         if getattr(error, "timeout", False):  # the request's time budget ran out (maxTimeMS, socket)
             return "MongoDB did not answer in time; retry shortly."
         if isinstance(error, pymongo.errors.ConnectionFailure):

@@ -31,3 +31,18 @@ def create_declared_indexes(collection: Collection[dict[str, Any]], document: ty
             collection.create_index(spec["keys"], **{k: v for k, v in spec.items() if k != "keys"})
             created.append(spec["name"])
     return created
+
+
+# Shard keys for a sharded cluster (`flask --app wsgi db shard`), per owning service. The owner
+# first, hashed: a user's documents sit together (every query of the task, webhook and delivery
+# routes has an owner equality, so each goes to one shard; tests/http/test_targeted_queries.py),
+# users spread evenly over the shards, and new users (increasing ids) do not all land on the
+# last shard. `_id` after it lets one very large owner's documents still split into chunks.
+# Left unsharded: `deliveries` (its unique index on event, webhook and attempt does not start
+# with a shard key, so MongoDB could not enforce it across shards), and the small or short-lived
+# collections (`users`, `account_events`, `mails`, leases), which stay on the primary shard.
+SHARD_KEYS: dict[str, dict[str, dict[str, Any]]] = {
+    "tasks": {"tasks": {"owner": "hashed", "_id": 1}, "webhooks": {"owner": "hashed", "_id": 1},
+              "events": {"owner": "hashed", "_id": 1}, "members": {"_id": "hashed"}},
+    "auth": {},
+}

@@ -33,7 +33,7 @@ import orjson
 import redis
 from flask import Flask, current_app, g
 
-from taskapi.extensions import PREFIX, get_redis
+from taskapi.extensions import PREFIX, get_redis, redis_from_url
 
 log = logging.getLogger("taskapi.cache")
 GLOBAL = "global"
@@ -66,8 +66,8 @@ return 1
 def init_cache(app: Flask) -> None:
     """The cache's own Redis client (CACHE_REDIS_URL), with the store script registered on it."""
     timeout = app.config["REDIS_TIMEOUT_SECONDS"]
-    client = redis.Redis.from_url(app.config["CACHE_REDIS_URL"], socket_timeout=timeout,
-                                  socket_connect_timeout=timeout, health_check_interval=30)
+    client = redis_from_url(app.config["CACHE_REDIS_URL"], socket_timeout=timeout,
+                            socket_connect_timeout=timeout, health_check_interval=30)
     app.extensions["cache_redis"] = client
     app.extensions["cache_store"] = client.register_script(STORE_SCRIPT)
 

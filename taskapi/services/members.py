@@ -70,9 +70,11 @@ def receive(facts: Facts) -> dict[str, int]:
     return removed
 
 
-def count() -> int:
-    """Accounts that exist (tombstones are few and indexed: the estimate minus them)."""
-    return max(0, members().estimated_document_count() - members().count_documents({"gone": True}))
+def count(read_preference: Any = None) -> int:
+    """Accounts that exist (tombstones are few and indexed: the estimate minus them); the global
+    stats pass their read preference (a secondary may answer)."""
+    collection = members() if read_preference is None else members().with_options(read_preference=read_preference)
+    return max(0, collection.estimated_document_count() - collection.count_documents({"gone": True}))
 
 
 def durable_generation(user_id: str) -> int | None:

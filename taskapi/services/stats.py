@@ -6,7 +6,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
+from flask import current_app
 
+from taskapi.extensions import stats_read_preference
 from taskapi.models.task import DONE, PRIORITIES, STATUSES, tasks
 from taskapi.services import members
 
@@ -36,7 +38,10 @@ def dashboard(*, owner: str | None, now: datetime) -> dict[str, Any]:
         "completed_last_7_days": [{"$match": {"completed_at": {"$gte": now - timedelta(days=7)}}}, {"$count": "n"}],
     }
     pipeline = ([{"$match": match}] if match else []) + [{"$facet": facets}]
-    (result,) = tasks().aggregate(pipeline)
+    # A user's numbers read the primary (read-your-writes); the admin's global ones, a scatter-gather
+    # over every owner, may read a secondary (MONGODB_STATS_READ_PREFERENCE, bounded staleness).
+    source = tasks() if owner else tasks().with_options(read_preference=stats_read_preference(current_app.config))
+    (result,) = source.aggregate(pipeline)
     by_status = dict.fromkeys(STATUSES, 0) | {row["_id"]: row["n"] for row in result["by_status"]}
     by_priority = dict.fromkeys(PRIORITIES, 0) | {row["_id"]: row["n"] for row in result["by_priority"]}
     total = sum(by_status.values())
@@ -50,7 +55,7 @@ def dashboard(*, owner: str | None, now: datetime) -> dict[str, Any]:
         "generated_at": now,
     }
     if owner is None:
-        stats["users"] = members.count()  # the tasks side's own copy of the accounts
+        stats["users"] = members.count(read_preference=stats_read_preference(current_app.config))
     return stats
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import timedelta
 from pathlib import Path
@@ -35,6 +36,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import Flask, current_app
 from flask_jwt_extended import create_access_token, create_refresh_token
+from redis.client import Pipeline
 
 from config import ConfigError
 from taskapi.errors import ServiceUnavailable, Unauthorized
@@ -139,7 +141,29 @@ def revoke_all_tokens(user_id: str, durable: int) -> int:
     """Every token of the user issued before now stops working, on every worker; returns the
     new generation, which the caller then stores durably with its change. Called *before* that
     change is committed: a RedisError here (503) means nothing happened."""
-    return int(redis_script(REVOKE_SCRIPT)(keys=[key_generation(user_id)], args=[durable]))
+    (generation,) = replicated(lambda pipe: redis_script(REVOKE_SCRIPT)(keys=[key_generation(user_id)], args=[durable],
+                                                                      client=pipe))
+    return int(generation)
+
+
+def replicated(write: Callable[[Pipeline], Any]) -> list[Any]:
+    """Run the commands `write` puts on a pipeline (one connection), then, when
+    REDIS_REVOCATION_REPLICAS > 0, WAIT on that connection until that many replicas have them.
+    Fewer within REDIS_WAIT_TIMEOUT_MS is a 503: the change is on the master but a failover now
+    could lose it, so it is not confirmed (a retry is safe). Returns the commands' replies."""
+    config = current_app.config
+    replicas = config["REDIS_REVOCATION_REPLICAS"]
+    pipe = get_redis().pipeline(transaction=False)
+    write(pipe)
+    if not replicas:
+        return list(pipe.execute())
+    pipe.wait(replicas, config["REDIS_WAIT_TIMEOUT_MS"])
+    *replies, acknowledged = pipe.execute()
+    if int(acknowledged) < replicas:
+        log.warning("revocation acknowledged by %s of %d Redis replicas within %d ms: 503", acknowledged, replicas,
+                    config["REDIS_WAIT_TIMEOUT_MS"])
+        raise ServiceUnavailable("The change could not be confirmed by a Redis replica in time; retry.")
+    return replies
 
 
 # --- sessions ------------------------------------------------------------------------------
@@ -174,8 +198,9 @@ def rotate_session(claims: dict[str, Any], role: str) -> dict[str, Any]:
 
 
 def end_session(sid: str) -> None:
-    """Delete a session (its refresh family and every access token issued from it)."""
-    get_redis().delete(key_session(sid))
+    """Delete a session (its refresh family and every access token issued from it), on as many
+    replicas as REDIS_REVOCATION_REPLICAS asks."""
+    replicated(lambda pipe: pipe.delete(key_session(sid)))
 
 
 def _token_pair(user_id: str, sid: str, generation: int, role: str) -> tuple[dict[str, Any], str]:

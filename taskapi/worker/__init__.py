@@ -34,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 import pymongo
@@ -44,6 +45,7 @@ from flask import Flask
 from kombu import Exchange, Queue
 
 from taskapi.clock import format_timestamp
+from taskapi.extensions import SENTINEL_SCHEMES, parse_sentinel_url
 from taskapi.models.mail import PASSWORD_RESET, REMINDER
 from taskapi.schemas.tasks import TaskSchema
 from taskapi.services import auth as accounts
@@ -77,6 +79,20 @@ def queue_names(app: Flask) -> dict[str, str]:
             "account": f"{prefix}.accounts"}
 
 
+def broker_url(url: str) -> tuple[str, dict[str, Any]]:
+    """kombu's spelling of BROKER_URL: a Redis Sentinel set (REDIS_URL's form, used when BROKER_URL
+    is unset) becomes `sentinel://host:port/db;sentinel://...` with its service as `master_name`."""
+    if not url.startswith(SENTINEL_SCHEMES):
+        return url, {}
+    sentinels, service, db, auth, sentinel_auth, _ = parse_sentinel_url(url)
+    user = quote(auth.get("username", ""), safe="")
+    credentials = f"{user}:{quote(auth['password'], safe='')}@" if "password" in auth else ""
+    options: dict[str, Any] = {"master_name": service}
+    if sentinel_auth:
+        options["sentinel_kwargs"] = sentinel_auth
+    return ";".join(f"sentinel://{credentials}{host}:{port}/{db}" for host, port in sentinels), options
+
+
 def consumed_queues(app: Flask) -> list[str]:
     """What this role's workers take messages from."""
     names = queue_names(app)
@@ -106,7 +122,8 @@ def make_celery(app: Flask) -> Celery:
                 with pymongo.timeout(STEP_TIMEOUT_SECONDS):
                     return self.run(*args, **kwargs)
 
-    celery = Celery("taskapi", broker=app.config["BROKER_URL"], task_cls=AppTask, set_as_current=False)
+    broker, sentinel_options = broker_url(app.config["BROKER_URL"])
+    celery = Celery("taskapi", broker=broker, task_cls=AppTask, set_as_current=False)
     queues = queue_names(app)
     celery.conf.update(
         task_acks_late=True,  # acknowledged after the work: a killed worker's message is redelivered
@@ -125,7 +142,7 @@ def make_celery(app: Flask) -> Celery:
         broker_connection_retry_on_startup=True,
         # confirm_publish (RabbitMQ): a publish returns once the broker has the message.
         broker_transport_options={"visibility_timeout": 3600, "socket_timeout": 5, "socket_connect_timeout": 2,
-                                  "confirm_publish": True},
+                                  "confirm_publish": True, **sentinel_options},
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
         worker_send_task_events=False,

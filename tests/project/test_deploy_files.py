@@ -108,6 +108,7 @@ def test_compose_runs_auth_and_tasks_each_with_its_database_workers_rabbitmq_red
         assert "BROKER_URL" not in env  # the API never talks to the broker
         assert int(env["WORKERS"]) >= 1 and int(env["THREADS"]) >= 1  # gunicorn settings per service
     assert "--replSet" in services["mongo"]["command"]
+    assert auth["deploy"]["replicas"] >= 2 and tasks["deploy"]["replicas"] >= 2  # several instances per service
     # Each service its own database; only auth holds the signing keys, tasks verifies with its JWK set.
     assert auth["environment"]["TASKAPI_SERVICE"] == "auth" and tasks["environment"]["TASKAPI_SERVICE"] == "tasks"
     assert auth["environment"]["MONGODB_URI"].split("?")[0].endswith("/taskapi_auth")
@@ -145,7 +146,11 @@ def test_compose_runs_auth_and_tasks_each_with_its_database_workers_rabbitmq_red
     # nginx.conf routes to the auth and the tasks upstream by their service names, re-resolving
     # their replicas (`resolve`: open-source nginx >= 1.27.3).
     conf = (ROOT / "nginx.conf").read_text()
-    assert "server auth:8000 resolve;" in conf and "server tasks:8000 resolve;" in conf
+    assert "server auth:8000 resolve max_fails=2" in conf and "server tasks:8000 resolve max_fails=2" in conf
+    # Several replicas per service: failed ones left out (passive checks); only idempotent
+    # requests go to the next replica (never `non_idempotent`).
+    assert "proxy_next_upstream error timeout;" in conf
+    assert not re.search(r"^[^#]*proxy_next_upstream[^;#]*non_idempotent", conf, re.M)
     assert re.search(r"^\s+resolver 127\.0\.0\.11 valid=\d+s", conf, re.M)
     major, minor = map(int, re.match(r"nginx:(\d+)\.(\d+)", nginx["image"]).groups())
     assert (major, minor) >= (1, 28), nginx["image"]

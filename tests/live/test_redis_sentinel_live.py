@@ -1,0 +1,62 @@
+"""Redis behind Sentinel (REDIS_URL=redis+sentinel://...): a real master, replica and three
+Sentinels. A revocation answers 2xx only once a replica has it (WAIT), so no failover can undo
+it; with too few replicas it fails closed (503)."""
+
+from __future__ import annotations
+
+import jwt
+import pytest
+import redis
+
+from taskapi.extensions import parse_sentinel_url
+from taskapi.worker import broker_url
+from tests.helpers import assert_problem, bearer, login, register
+from tests.servers import SentinelSet
+
+
+def test_sentinel_urls_are_read_in_full():
+    url = "rediss+sentinel://app:p%40ss@10.0.0.1:26379,[::1]:26380,sentinel-c:26381/taskapi/3?sentinel_password=s3"
+    sentinels, service, db, auth, sentinel_auth, tls = parse_sentinel_url(url)
+    assert sentinels == [("10.0.0.1", 26379), ("::1", 26380), ("sentinel-c", 26381)]
+    assert (service, db, auth, sentinel_auth, tls) == ("taskapi", 3, {"username": "app", "password": "p@ss"},
+                                                       {"password": "s3"}, True)
+    assert parse_sentinel_url("redis+sentinel://h:1/svc")[1:3] == ("svc", 0)
+    for bad in ("redis+sentinel://h:1/", "redis+sentinel://h/svc", "redis+sentinel://h:1/svc/x", "redis+sentinel://h:1/a/1/2"):
+        with pytest.raises(ValueError):
+            parse_sentinel_url(bad)
+    # The worker's broker, when BROKER_URL is unset, in kombu's spelling.
+    assert broker_url("redis+sentinel://:pw@h1:1,h2:2/svc/2") == (
+        "sentinel://:pw@h1:1/2;sentinel://:pw@h2:2/2", {"master_name": "svc"})
+    assert broker_url("amqp://guest:guest@rabbit:5672/v") == ("amqp://guest:guest@rabbit:5672/v", {})
+
+
+@pytest.fixture(scope="module")
+def sentinels(tmp_path_factory):
+    ha = SentinelSet(tmp_path_factory.mktemp("sentinel")).start()
+    yield ha
+    ha.stop()
+
+
+def test_a_logout_is_on_the_replica_before_it_answers(make_app, sentinels):
+    app = make_app(REDIS_URL=sentinels.url)
+    assert app.config["REDIS_REVOCATION_REPLICAS"] == 1  # the default with a Sentinel URL
+    client = app.test_client()
+    register(client, "ha@example.com")
+    pair = login(client, "ha@example.com")
+    headers = bearer(pair["access_token"])
+    assert client.post("/api/v1/tasks", json={"title": "on the master"}, headers=headers).status_code == 201
+    sid = jwt.decode(pair["access_token"], options={"verify_signature": False})["sid"]
+    replica = redis.Redis(port=sentinels.replica.port)
+    assert replica.exists(f"taskapi:sess:{sid}")
+    assert client.post("/api/v1/auth/logout", headers=headers).status_code == 204
+    assert not replica.exists(f"taskapi:sess:{sid}")  # no later read: WAIT made the 204 wait for it
+    assert_problem(client.get("/api/v1/auth/me", headers=headers), 401)
+
+
+def test_without_enough_replicas_a_revocation_fails_closed(make_app, sentinels):
+    client = make_app(REDIS_URL=sentinels.url, REDIS_REVOCATION_REPLICAS="2", REDIS_WAIT_TIMEOUT_MS="200").test_client()
+    register(client, "closed@example.com")
+    pair = login(client, "closed@example.com")
+    refused = client.post("/api/v1/auth/logout-all", headers=bearer(pair["access_token"]))
+    assert_problem(refused, 503)
+    assert "replica" in refused.get_json()["detail"] and refused.headers["Retry-After"]
