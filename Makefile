@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint openapi-lint postman node-tools fuzz e2e nginx wrk bench clean
+.PHONY: promtool install run test lint openapi-lint postman node-tools fuzz e2e nginx wrk bench clean
 
 install: $(STAMP)
 
@@ -22,10 +22,15 @@ test: install
 
 # ruff (style, bugs, import order), mypy (strict on services and the token code), and the
 # import contracts of pyproject.toml (layers; the app never imports the dev runner or tests).
-lint: install
+lint: install promtool
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
+	cd deploy/prometheus && promtool check config prometheus.yml && promtool test rules taskapi-rules.test.yml
+
+# promtool (alert rules, Prometheus config) from Debian's prometheus package.
+promtool:
+	@command -v promtool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null)
 
 # Node tools (newman, Redocly CLI), pinned in tools/package-lock.json, installed into tools/.
 NODE_BIN := tools/node_modules/.bin

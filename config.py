@@ -143,7 +143,7 @@ class Config:
         # REDIS_WAIT_TIMEOUT_MS: 503. Default 1 with a Sentinel REDIS_URL, else 0 (no replica).
         sentinel = self.REDIS_URL.startswith(("redis+sentinel://", "rediss+sentinel://"))
         self.REDIS_REVOCATION_REPLICAS = env_int("REDIS_REVOCATION_REPLICAS", 1 if sentinel else 0)
-        self.REDIS_WAIT_TIMEOUT_MS = env_int("REDIS_WAIT_TIMEOUT_MS", 500, minimum=1)
+        self.REDIS_WAIT_TIMEOUT_MS = env_int("REDIS_WAIT_TIMEOUT_MS", 250, minimum=1)
         # Seconds a client is told to wait after a 503 caused by MongoDB or Redis.
         self.DEPENDENCY_RETRY_AFTER_SECONDS = env_int("DEPENDENCY_RETRY_AFTER_SECONDS", 2, minimum=1)
 
@@ -307,6 +307,9 @@ class Config:
             raise ConfigError("SMTP_URL must start with smtp://, smtps:// or smtp+starttls://")
         if self.JWT_ALGORITHM not in {"HS256", "HS384", "HS512", "RS256", "ES256"}:
             raise ConfigError(f"JWT_ALGORITHM must be HS256, HS384, HS512, RS256 or ES256, got {self.JWT_ALGORITHM!r}")
+        if self.REDIS_REVOCATION_REPLICAS and self.REDIS_WAIT_TIMEOUT_MS >= self.REDIS_TIMEOUT_SECONDS * 1000:
+            raise ConfigError("REDIS_WAIT_TIMEOUT_MS must be below REDIS_TIMEOUT_MS: Redis must answer WAIT before "
+                              "the client gives up on it")
         if self.MONGODB_WRITE_CONCERN != "majority" and not self.MONGODB_WRITE_CONCERN.isdigit():
             raise ConfigError(f"MONGODB_WRITE_CONCERN must be majority or a number of nodes, got {self.MONGODB_WRITE_CONCERN!r}")
         if self.MONGODB_READ_CONCERN not in {"local", "majority", "available"}:

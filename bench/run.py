@@ -14,6 +14,8 @@ config, rate limits off (the benchmark measures the work, not the limiter):
           issued straight from pymongo (same data, concurrency and server), PATCH against
           GET by id, a deep page
   writes  a fresh database: five consecutive create runs (does the server keep its speed?)
+  capacity  one gunicorn worker (4 threads) per route, and the Redis and MongoDB operations of
+          one request of each (INFO commandstats, serverStatus opcounters): docs/scaling.md
   notify  a fresh database, a notification worker and a fast webhook receiver on loopback:
           create req/s for a user with a subscribed webhook against one without (after a
           warm-up of each, 5 pairs of runs alternated; the worker delivers meanwhile), event-to-delivery latency at 50 creates/s
@@ -331,6 +333,71 @@ def writes_phase(results: Results, work: Path) -> None:
                 results.notes["tasks_written"] = client.get_default_database().tasks.estimated_document_count()
 
 
+CAPACITY_ROUTES = {  # scenario -> (method, path template, wrk script, connections)
+    "healthz": ("GET", "/healthz", "get.lua", 8),
+    "tasks_cached": ("GET", "/api/v1/tasks", "get.lua", 8),
+    "first_page_uncached": ("GET", "/api/v1/tasks?limit=20&sort=-updated_at", "get.lua", 8),
+    "task_by_id": ("GET", "/api/v1/tasks/{task}", "get.lua", 8),
+    "dashboard_cached": ("GET", "/api/v1/stats/dashboard", "get.lua", 8),
+    "create": ("POST", "/api/v1/tasks", "post_task.lua", 8),
+    "login": ("POST", "/api/v1/auth/login", "login.lua", 2),
+}
+OPS_SAMPLE = 200  # sequential requests per route for the per-request operation counts
+
+
+def redis_calls(url: str) -> int:
+    """Commands a Redis server has executed (INFO commandstats), all kinds together."""
+    import redis
+
+    stats = redis.Redis.from_url(url).info("commandstats")
+    return sum(int(row["calls"]) for name, row in stats.items() if name not in ("cmdstat_info",))
+
+
+def mongo_ops(uri: str) -> int:
+    """Operations the MongoDB server has counted (serverStatus opcounters, every kind)."""
+    with pymongo.MongoClient(uri) as client:
+        return sum(int(value) for value in client.admin.command("serverStatus")["opcounters"].values())
+
+
+def capacity_phase(results: Results, work: Path) -> None:
+    """What one gunicorn worker (4 threads) serves per route, and the Redis and MongoDB operations
+    each request costs: the inputs of docs/scaling.md's capacity model."""
+    print("capacity: one worker per route, and operations per request", flush=True)
+    with stack("capacity", work) as s:
+        env = s["env"]
+        seed(env, 1, 50, "cap{n}@bench.example")
+        per_request: dict[str, dict[str, float]] = {}
+        for cached in (True, False):
+            app = GunicornServer({**env, "CACHE_TTL_SECONDS": "3600" if cached else "0"}, workers=1,
+                                 log_path=s["folder"] / "capacity.log").start()
+            try:
+                token = login(app.base, "cap1@bench.example")
+                task = requests.get(app.base + "/api/v1/tasks?limit=1", headers=auth(token), timeout=30).json()["items"][0]
+                for name, (method, template, script, connections) in CAPACITY_ROUTES.items():
+                    if (name == "first_page_uncached") == cached:  # the uncached page alone has its own app
+                        continue
+                    url = app.base + template.format(task=task["id"])
+                    results.scenario(f"worker1_{name}", url, script, connections=connections, runs=1,
+                                     env={"BENCH_TOKEN": token, "BENCH_EMAIL": "cap1@bench.example",
+                                          "BENCH_PASSWORD": PASSWORD})
+                    if name == "login":
+                        continue  # its cost is argon2, and each one is a new session
+                    session = requests.Session()
+                    body = {"title": "ops", "tags": ["bench"]} if method == "POST" else None
+                    before = (redis_calls(env["REDIS_URL"]), redis_calls(env["CACHE_REDIS_URL"]), mongo_ops(env["MONGODB_URI"]))
+                    for _ in range(OPS_SAMPLE):
+                        answer = session.request(method, url, json=body, headers=auth(token), timeout=30)
+                        assert answer.status_code < 300, answer.text
+                    after = (redis_calls(env["REDIS_URL"]), redis_calls(env["CACHE_REDIS_URL"]), mongo_ops(env["MONGODB_URI"]))
+                    # (INFO is not counted; the one serverStatus is, within 0.01 per request)
+                    per_request[name] = {"redis": round((after[0] - before[0]) / OPS_SAMPLE, 2),
+                                         "cache_redis": round((after[1] - before[1]) / OPS_SAMPLE, 2),
+                                         "mongodb": round((after[2] - before[2]) / OPS_SAMPLE, 2)}
+            finally:
+                app.stop()
+        results.notes["operations_per_request"] = per_request
+
+
 NOTIFY_SETTINGS = {"WEBHOOK_ALLOW_HTTP": "true", "WEBHOOK_ALLOW_NETWORKS": "127.0.0.1/32",
                    "WORKER_CONCURRENCY": "8"}
 DELIVERY_RATE, DELIVERY_SECONDS, BACKLOG = 50, int(os.environ.get("BENCH_DELIVERY_SECONDS", "30")), 2000
@@ -470,13 +537,14 @@ def main() -> int:
     results = Results()
     started = time.monotonic()
     phases = {"small": small_phase, "keys": keys_phase, "grown": grown_phase, "writes": writes_phase,
-              "notify": notify_phase}
+              "notify": notify_phase, "capacity": capacity_phase}
     chosen = os.environ.get("BENCH_PHASES", ",".join(phases)).split(",")  # a subset while working on one
     for name in chosen:
         phases[name](results, work)
     if set(chosen) != set(phases):
         print(json.dumps({name: {"rps": row["rps"], "p50_ms": row["p50_ms"]}
                           for name, row in results.scenarios.items()}, indent=2))
+        print(json.dumps(results.notes, indent=2))
         return 0
     values, shapes = ratios(results.scenarios)
     report = {

@@ -54,11 +54,15 @@ def init_mongo(app: Flask) -> None:
 def replica_set_options(config: Any) -> dict[str, Any]:
     """w, wtimeout, read concern and retries from the settings, for what MONGODB_URI leaves unsaid
     (its own options win: an Atlas URI with `w=majority&retryWrites=true` keeps them)."""
-    given = {name.lower() for name in parse_qs(urlsplit(config["MONGODB_URI"]).query)}  # no DNS (mongodb+srv)
+    query = {name.lower(): values[-1] for name, values in parse_qs(urlsplit(config["MONGODB_URI"]).query).items()}
     concern = config["MONGODB_WRITE_CONCERN"]
     defaults = {"w": int(concern) if concern.isdigit() else concern, "wTimeoutMS": config["MONGODB_WTIMEOUT_MS"],
                 "readConcernLevel": config["MONGODB_READ_CONCERN"], "retryWrites": True, "retryReads": True}
-    return {name: value for name, value in defaults.items() if name.lower() not in given}
+    if str(query.get("w", defaults["w"])) != "majority" and "readconcernlevel" not in query:
+        # A write acknowledged by fewer than a majority may not be majority-committed yet: a majority
+        # read right after it could miss it. Reads follow the writes' level instead.
+        defaults["readConcernLevel"] = "local"
+    return {name: value for name, value in defaults.items() if name.lower() not in query}
 
 
 def stats_read_preference(config: Any) -> _ServerMode:
@@ -153,6 +157,8 @@ def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, dict[
         user, _, password = credentials.partition(":")
         auth = {"password": unquote(password)} | ({"username": unquote(user)} if user else {})
     query = parse_qs(parts.query)
+    if set(query) - {"sentinel_password"}:
+        raise ValueError(f"a Sentinel URL takes only ?sentinel_password=, not {sorted(set(query) - {'sentinel_password'})}")
     sentinel_auth = {"password": query["sentinel_password"][0]} if "sentinel_password" in query else {}
     return sentinels, path[0], int(path[1]) if len(path) == 2 else 0, auth, sentinel_auth, parts.scheme.startswith("rediss")
 

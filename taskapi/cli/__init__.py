@@ -63,8 +63,9 @@ def _quiet(logger: str) -> Iterator[None]:
 
 def without_credentials(url: str) -> str:
     """The URL with any password masked (`redis://:secret@host`, `mongodb://user:secret@host`)."""
-    return re.sub(r"//([^/@]*)@", lambda m: "//" + (m.group(1).split(":")[0] + ":***" if ":" in m.group(1)
-                                                      else "***") + "@", url)
+    masked = re.sub(r"//([^/@]*)@", lambda m: "//" + (m.group(1).split(":")[0] + ":***" if ":" in m.group(1)
+                                                        else "***") + "@", url)
+    return re.sub(r"(sentinel_password=)[^&]*", r"\1***", masked)
 
 
 @db_cli.command("upgrade")
@@ -93,6 +94,8 @@ def db_status() -> None:
 def db_shard() -> None:
     """Shard this service's collections on a sharded cluster (MONGODB_URI names a mongos), with the
     keys of models.SHARD_KEYS; safe to run again. Anywhere else it refuses and changes nothing."""
+    from pymongo.errors import OperationFailure
+
     from taskapi.models import SHARD_KEYS
 
     db = get_db()
@@ -105,10 +108,19 @@ def db_shard() -> None:
     db.client.admin.command("enableSharding", db.name)
     for name, key in keys.items():
         namespace = f"{db.name}.{name}"
-        if db.client["config"]["collections"].find_one({"_id": namespace, "key": {"$exists": True}}):
+        found = db.client["config"]["collections"].find_one({"_id": namespace, "dropped": {"$ne": True},
+                                                             "unsplittable": {"$ne": True}, "key": {"$exists": True}})
+        if found is not None:
+            if dict(found["key"]) != key:
+                click.echo(f"error: {name} is sharded on {dict(found['key'])}, not {key}; left as it is", err=True)
+                raise SystemExit(1)
             click.echo(f"{name}: sharded already")
             continue
-        db[name].create_index(list(key.items()), name="shard_key")  # a collection with data needs it first
+        try:  # a collection with data needs the shard key's index first
+            db[name].create_index(list(key.items()), name="shard_key")
+        except OperationFailure as exc:
+            if exc.code not in (85, 86):  # the same keys exist under another name: that index serves
+                raise
         db.client.admin.command("shardCollection", namespace, key=key)
         click.echo(f"{name}: sharded on {key}")
     if service != "auth":

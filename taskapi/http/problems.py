@@ -139,7 +139,10 @@ def dependency_problem(error: Exception) -> str | None:
             return ("MongoDB did not confirm the write on enough members of its replica set (MONGODB_WRITE_CONCERN) "
                     "in time; it may still be applied. Read it back, or retry with the same Idempotency-Key.")
         if getattr(error, "timeout", False):  # the request's time budget ran out (maxTimeMS, socket)
-            return "MongoDB did not answer in time; retry shortly."
+            # A write waiting for its majority ends here too (within a request the time budget
+            # replaces MONGODB_WTIMEOUT_MS), so it may still be applied.
+            return ("MongoDB did not answer in time; a write may still be applied: read it back, or retry "
+                    "with the same Idempotency-Key.")
         if isinstance(error, pymongo.errors.ConnectionFailure):
             return "MongoDB is unavailable; retry shortly."
     return None

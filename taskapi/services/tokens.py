@@ -186,10 +186,12 @@ def rotate_session(claims: dict[str, Any], role: str) -> dict[str, Any]:
     old one revokes the family."""
     user_id, sid = claims["sub"], claims["sid"]
     pair, refresh_jti = _token_pair(user_id, sid, claims["gen"], role)
-    outcome = redis_script(ROTATE_SCRIPT)(
+    # Through `replicated`: a rotation a failover could undo would let the old (maybe stolen)
+    # refresh token work again.
+    (outcome,) = replicated(lambda pipe: redis_script(ROTATE_SCRIPT)(
         keys=[key_session(sid), key_generation(user_id)],
         args=[claims["jti"], refresh_jti, current_app.config["REFRESH_TOKEN_TTL_SECONDS"], str(claims["gen"])],
-    )
+        client=pipe))
     if outcome == -1:
         raise Unauthorized("This refresh token was already used; the session has been revoked.")
     if outcome != 1:

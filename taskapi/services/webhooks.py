@@ -136,7 +136,7 @@ def redeliver(*, owner: str, webhook_id: str, delivery_id: str) -> dict[str, Any
                                  "webhook": hook["_id"]})
     if row is None:
         raise NotFound(NO_DELIVERY)
-    if events().find_one({"_id": row["event"]}, {"_id": 1}) is None:
+    if events().find_one({"_id": row["event"], "owner": row["owner"]}, {"_id": 1}) is None:
         raise Conflict("This event is older than the retention period and can no longer be sent.")
     now = utcnow()
     event = {"_id": row["event"], "owner": row["owner"], "type": row["event_type"],

@@ -86,6 +86,8 @@ def test_every_command_of_the_task_webhook_and_delivery_routes_names_one_owner(r
     for query in ("", "?status=todo", "?tag=work", "?priority=high", "?q=t1", "?overdue=true", "?sort=due_at",
                   "?sort=-priority&limit=1", "?due_after=2029-01-01T00:00:00Z&due_before=2031-01-01T00:00:00Z"):
         assert client.get(f"/api/v1/tasks{query}", headers=headers).status_code == 200, query
+    page = client.get("/api/v1/tasks?limit=1", headers=headers).get_json()
+    assert client.get(f"/api/v1/tasks?limit=1&cursor={page['next_cursor']}", headers=headers).status_code == 200
     assert client.get(f"/api/v1/tasks/{made[0]}", headers=headers).status_code == 200
     assert client.patch(f"/api/v1/tasks/{made[0]}", json={"status": "done"}, headers=headers).status_code == 200
     assert client.put(f"/api/v1/tasks/{made[1]}", json={"title": "replaced"}, headers=headers).status_code == 200

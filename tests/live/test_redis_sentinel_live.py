@@ -4,6 +4,9 @@ it; with too few replicas it fails closed (503)."""
 
 from __future__ import annotations
 
+import os
+import signal
+
 import jwt
 import pytest
 import redis
@@ -21,7 +24,8 @@ def test_sentinel_urls_are_read_in_full():
     assert (service, db, auth, sentinel_auth, tls) == ("taskapi", 3, {"username": "app", "password": "p@ss"},
                                                        {"password": "s3"}, True)
     assert parse_sentinel_url("redis+sentinel://h:1/svc")[1:3] == ("svc", 0)
-    for bad in ("redis+sentinel://h:1/", "redis+sentinel://h/svc", "redis+sentinel://h:1/svc/x", "redis+sentinel://h:1/a/1/2"):
+    for bad in ("redis+sentinel://h:1/", "redis+sentinel://h/svc", "redis+sentinel://h:1/svc/x", "redis+sentinel://h:1/a/1/2",
+                "redis+sentinel://h:1/svc?ssl_ca_certs=/ca.pem"):
         with pytest.raises(ValueError):
             parse_sentinel_url(bad)
     # The worker's broker, when BROKER_URL is unset, in kombu's spelling.
@@ -37,6 +41,13 @@ def sentinels(tmp_path_factory):
     ha.stop()
 
 
+def test_the_wait_must_end_before_the_client_gives_up_on_redis(make_app, sentinels):
+    from config import ConfigError
+
+    with pytest.raises(ConfigError, match="REDIS_WAIT_TIMEOUT_MS must be below REDIS_TIMEOUT_MS"):
+        make_app(REDIS_URL=sentinels.url, REDIS_WAIT_TIMEOUT_MS="500", REDIS_TIMEOUT_MS="500")
+
+
 def test_a_logout_is_on_the_replica_before_it_answers(make_app, sentinels):
     app = make_app(REDIS_URL=sentinels.url)
     assert app.config["REDIS_REVOCATION_REPLICAS"] == 1  # the default with a Sentinel URL
@@ -48,13 +59,21 @@ def test_a_logout_is_on_the_replica_before_it_answers(make_app, sentinels):
     sid = jwt.decode(pair["access_token"], options={"verify_signature": False})["sid"]
     replica = redis.Redis(port=sentinels.replica.port)
     assert replica.exists(f"taskapi:sess:{sid}")
+    # With the replica paused, nothing confirms: the logout fails closed (503), whatever the master did.
+    other = login(client, "ha@example.com")
+    os.kill(sentinels.replica.process.pid, signal.SIGSTOP)
+    try:
+        refused = client.post("/api/v1/auth/logout", headers=bearer(other["access_token"]))
+    finally:
+        os.kill(sentinels.replica.process.pid, signal.SIGCONT)
+    assert_problem(refused, 503)
     assert client.post("/api/v1/auth/logout", headers=headers).status_code == 204
     assert not replica.exists(f"taskapi:sess:{sid}")  # no later read: WAIT made the 204 wait for it
     assert_problem(client.get("/api/v1/auth/me", headers=headers), 401)
 
 
 def test_without_enough_replicas_a_revocation_fails_closed(make_app, sentinels):
-    client = make_app(REDIS_URL=sentinels.url, REDIS_REVOCATION_REPLICAS="2", REDIS_WAIT_TIMEOUT_MS="200").test_client()
+    client = make_app(REDIS_URL=sentinels.url, REDIS_REVOCATION_REPLICAS="2").test_client()
     register(client, "closed@example.com")
     pair = login(client, "closed@example.com")
     refused = client.post("/api/v1/auth/logout-all", headers=bearer(pair["access_token"]))

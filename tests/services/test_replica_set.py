@@ -29,11 +29,14 @@ def test_the_client_writes_to_a_majority_and_reads_majority_committed_data(app):
 def test_options_in_mongodb_uri_win_over_the_settings():
     config = {"MONGODB_URI": "mongodb+srv://u:p@cluster0.example.mongodb.net/taskapi?retryWrites=true&w=1&wtimeoutMS=900",
               "MONGODB_WRITE_CONCERN": "majority", "MONGODB_WTIMEOUT_MS": 5000, "MONGODB_READ_CONCERN": "majority"}
-    assert replica_set_options(config) == {"readConcernLevel": "majority", "retryReads": True}
+    # w=1 in the URI: reads at the writes' level (a majority read could miss a write just acknowledged).
+    assert replica_set_options(config) == {"readConcernLevel": "local", "retryReads": True}
     config["MONGODB_URI"] = "mongodb://a:1,b:2,c:3/taskapi?replicaSet=rs0"
     config["MONGODB_WRITE_CONCERN"] = "2"
-    assert replica_set_options(config) == {"w": 2, "wTimeoutMS": 5000, "readConcernLevel": "majority",
-                                           "retryWrites": True, "retryReads": True}
+    assert replica_set_options(config) == {"w": 2, "wTimeoutMS": 5000, "readConcernLevel": "local",
+                                           "retryWrites": True, "retryReads": True}  # w=2 of 3 may not be a majority
+    config["MONGODB_WRITE_CONCERN"] = "majority"
+    assert replica_set_options(config)["readConcernLevel"] == "majority"
 
 
 def test_global_stats_may_read_a_secondary_and_a_user_s_stats_never(app, monkeypatch):
