@@ -123,9 +123,7 @@ def db_shard() -> None:
                 raise
         db.client.admin.command("shardCollection", namespace, key=key)
         click.echo(f"{name}: sharded on {key}")
-    if service != "auth":
-        click.echo("deliveries: left unsharded (its unique index on event, webhook and attempt does not start with a "
-                   "shard key); users, account_events and mails stay on the primary shard")
+    click.echo("users, account_events and mails stay unsharded, on the primary shard")
 
 
 users_cli = AppGroup("users", help="User administration.")

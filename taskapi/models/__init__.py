@@ -38,11 +38,14 @@ def create_declared_indexes(collection: Collection[dict[str, Any]], document: ty
 # routes has an owner equality, so each goes to one shard; tests/http/test_targeted_queries.py),
 # users spread evenly over the shards, and new users (increasing ids) do not all land on the
 # last shard. `_id` after it lets one very large owner's documents still split into chunks.
-# Left unsharded: `deliveries` (its unique index on event, webhook and attempt does not start
-# with a shard key, so MongoDB could not enforce it across shards), and the small or short-lived
-# collections (`users`, `account_events`, `mails`, leases), which stay on the primary shard.
+# `deliveries` is ranged on {owner, event}: its unique index (one row per attempt) starts with that
+# key, which MongoDB needs to enforce it across shards, and a hashed key can have no unique index.
+# The price: new owners (growing ids) start on the last chunk until the balancer moves them.
+# Left unsharded: the small or short-lived collections (`users`, `account_events`, `mails`,
+# leases), which stay on the primary shard.
 SHARD_KEYS: dict[str, dict[str, dict[str, Any]]] = {
     "tasks": {"tasks": {"owner": "hashed", "_id": 1}, "webhooks": {"owner": "hashed", "_id": 1},
-              "events": {"owner": "hashed", "_id": 1}, "members": {"_id": "hashed"}},
+              "events": {"owner": "hashed", "_id": 1}, "deliveries": {"owner": 1, "event": 1},
+              "members": {"_id": "hashed"}},
     "auth": {},
 }

@@ -74,10 +74,12 @@ class Delivery(Document):
 
     meta = {
         "collection": "deliveries",
-        # Created by migrations/0004_notifications.py; a test checks the two agree.
+        # Created by migrations/0004_notifications.py and 0007_deliveries_by_owner.py; a test checks
+        # they agree. One row per attempt: unique with the owner first, so that on a sharded
+        # cluster (shard key {owner, event}: models.SHARD_KEYS) MongoDB can still enforce it.
         "indexes": [
             {"fields": ["owner", "webhook", "_id"], "name": "deliveries_log"},  # a webhook's log, newest first
-            {"fields": ["event", "webhook", "attempt"], "name": "deliveries_attempt", "unique": True},
+            {"fields": ["owner", "event", "webhook", "attempt"], "name": "deliveries_owner_attempt", "unique": True},
             {"fields": ["sweep_at"], "name": "deliveries_sweep_at", "sparse": True},  # pending attempts
             {"fields": ["created_at"], "name": "deliveries_retention", "expireAfterSeconds": 30 * 86400},
         ],

@@ -218,8 +218,9 @@ def first_attempts_inline(rows: list[dict[str, Any]], hook_of: dict[ObjectId, di
         return made
     # An event fanned out before (its worker died before marking it relayed) may have its first
     # attempts stored already: those are made by the normal path, never twice here.
-    stored = {(row["event"], row["webhook"]) for row in deliveries().find(  # by event alone: the cheapest read
-        {"event": {"$in": list({row["event"] for row in rows})}}, {"event": 1, "webhook": 1, "attempt": 1})
+    stored = {(row["event"], row["webhook"]) for row in deliveries().find(  # owners and events: one index range each
+        {"owner": {"$in": list({row["owner"] for row in rows})}, "event": {"$in": list({row["event"] for row in rows})}},
+        {"event": 1, "webhook": 1, "attempt": 1})
         if row["attempt"] == 1}
     deadline = time.monotonic() + INLINE_BUDGET
     for webhook in fast:
@@ -537,9 +538,9 @@ def _finish(row: dict[str, Any], result: outbound.Result, log_book: Outcomes | I
         try:
             deliveries().insert_one(following)
         except DuplicateKeyError:  # stored by an earlier run of this attempt, or taken by a redelivery
-            if deliveries().find_one({"event": row["event"], "webhook": row["webhook"],
+            if deliveries().find_one({"owner": row["owner"], "event": row["event"], "webhook": row["webhook"],
                                       "attempt": row["attempt"] + 1, "manual": False}, {"_id": 1}) is None:
-                following["attempt"] = next_attempt(row["event"], row["webhook"])
+                following["attempt"] = next_attempt(row["owner"], row["event"], row["webhook"])
                 deliveries().insert_one(following)
     log_book.add(row, outcome, status, result, now)
     if hook is not None:
@@ -549,8 +550,8 @@ def _finish(row: dict[str, Any], result: outbound.Result, log_book: Outcomes | I
     return status
 
 
-def next_attempt(event_id: ObjectId, webhook_id: ObjectId) -> int:
-    last = deliveries().find_one({"event": event_id, "webhook": webhook_id}, {"attempt": 1},
+def next_attempt(owner: ObjectId, event_id: ObjectId, webhook_id: ObjectId) -> int:
+    last = deliveries().find_one({"owner": owner, "event": event_id, "webhook": webhook_id}, {"attempt": 1},
                                  sort=[("attempt", -1)])
     return (last["attempt"] if last else 0) + 1
 

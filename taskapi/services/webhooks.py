@@ -142,7 +142,7 @@ def redeliver(*, owner: str, webhook_id: str, delivery_id: str) -> dict[str, Any
     event = {"_id": row["event"], "owner": row["owner"], "type": row["event_type"],
              "created_at": row["event_created_at"]}
     for _ in range(20):
-        attempt = notifications.next_attempt(row["event"], hook["_id"])
+        attempt = notifications.next_attempt(row["owner"], row["event"], hook["_id"])
         fresh = notifications.new_delivery(event=event, webhook_id=hook["_id"], attempt=attempt, due=now, now=now,
                                            manual=True)  # sweep_at now: the next sweep queues it
         if row.get("payload") is not None:
