@@ -218,10 +218,15 @@ def first_attempts_inline(rows: list[dict[str, Any]], hook_of: dict[ObjectId, di
         return made
     # An event fanned out before (its worker died before marking it relayed) may have its first
     # attempts stored already: those are made by the normal path, never twice here.
-    stored = {(row["event"], row["webhook"]) for row in deliveries().find(  # owners and events: one index range each
-        {"owner": {"$in": list({row["owner"] for row in rows})}, "event": {"$in": list({row["event"] for row in rows})}},
-        {"event": 1, "webhook": 1, "attempt": 1})
-        if row["attempt"] == 1}
+    # One read per owner, owner equal and events $in: the unique index's range. (SecantusDB walks
+    # a whole index for `$in` on both fields: 1.5 s against 0.4 ms on 20 000 rows, measured.)
+    events_of: dict[ObjectId, set[ObjectId]] = {}
+    for row in rows:
+        events_of.setdefault(row["owner"], set()).add(row["event"])
+    stored = {(found["event"], found["webhook"]) for owner, ids in events_of.items()
+              for found in deliveries().find({"owner": owner, "event": {"$in": list(ids)}},
+                                             {"event": 1, "webhook": 1, "attempt": 1})
+              if found["attempt"] == 1}
     deadline = time.monotonic() + INLINE_BUDGET
     for webhook in fast:
         waiting = [row for row in by_endpoint[webhook] if (row["event"], webhook) not in stored]

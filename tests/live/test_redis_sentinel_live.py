@@ -79,3 +79,19 @@ def test_without_enough_replicas_a_revocation_fails_closed(make_app, sentinels):
     refused = client.post("/api/v1/auth/logout-all", headers=bearer(pair["access_token"]))
     assert_problem(refused, 503)
     assert "replica" in refused.get_json()["detail"] and refused.headers["Retry-After"]
+
+
+def test_a_worker_whose_broker_is_the_sentinel_set_delivers(client, user_tokens, app_env, log_dir, sentinels):
+    """BROKER_URL unset: the worker's queue lives in REDIS_URL's Redis, here the Sentinel set's
+    master (kombu's sentinel:// transport, from worker.broker_url)."""
+    from tests.live.test_notifications_live import create, subscribe, wait_until
+    from tests.receivers import receiver
+    from tests.servers import worker
+
+    headers = bearer(user_tokens["access_token"])
+    env = {key: value for key, value in {**app_env, "REDIS_URL": sentinels.url}.items() if key != "BROKER_URL"}
+    with receiver() as hook, worker(env, log_dir / "sentinel-broker.log") as running:
+        subscribe(client, headers, hook.url, ["task.created"])
+        create(client, headers)
+        assert wait_until(lambda: hook.received, timeout=20), running.log()[-2000:]
+        assert "sentinel://" in running.log()  # Celery's banner names the transport it connected with
