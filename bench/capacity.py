@@ -43,10 +43,12 @@ def model(rps: dict[str, float], operations: dict[str, dict[str, float]], redis_
             "cache_redis_commands_per_second": round(target * per_request["cache_redis"]),
             "mongodb_operations_per_second": round(mongo),
             "mongodb_write_operations_per_second": round(mongo_writes),
-            # Writes go to each shard's primary; reads spread over a shard's members.
-            "mongodb_shards": math.ceil(mongo_writes / (mongo_writes_per_second * HEADROOM)),
-            "mongodb_read_nodes": math.ceil((mongo - mongo_writes) / (mongo_reads_per_second * HEADROOM)),
+            # Reads and writes go to each shard's primary (read-your-writes); a shard is a replica
+            # set of 3 members (a majority survives one loss).
+            "mongodb_shards": max(math.ceil(mongo_writes / (mongo_writes_per_second * HEADROOM)),
+                                  math.ceil((mongo - mongo_writes) / (mongo_reads_per_second * HEADROOM))),
         })
+        rows[-1]["mongodb_nodes"] = 3 * rows[-1]["mongodb_shards"]
     return {"mix": MIX, "core_seconds_per_request": round(core_seconds, 6),
             "requests_per_core": round(1 / core_seconds, 1), "operations_per_request": per_request,
             "redis_ops_per_second_one_server": redis_ops_per_second,
@@ -57,12 +59,12 @@ def model(rps: dict[str, float], operations: dict[str, dict[str, float]], redis_
 
 def render(capacity: dict[str, Any]) -> str:
     lines = ["| requests/s | app cores | instances (4 cores, N+1) | Redis commands/s | Redis masters | "
-             "cache Redis commands/s | MongoDB ops/s (writes) | shards by writes | read nodes |",
+             "cache Redis commands/s | MongoDB ops/s (writes) | MongoDB shards | MongoDB nodes (3 per shard) |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in capacity["rows"]:
         lines.append(f"| {row['requests_per_second']:,} | {row['app_cores']} | {row['app_instances']} | "
                      f"{row['redis_commands_per_second']:,} | {row['redis_masters'] if row['redis_masters'] else 'n/a'} | "
                      f"{row['cache_redis_commands_per_second']:,} | {row['mongodb_operations_per_second']:,} "
                      f"({row['mongodb_write_operations_per_second']:,}) | {row['mongodb_shards']} | "
-                     f"{row['mongodb_read_nodes']} |")
+                     f"{row['mongodb_nodes']} |")
     return "\n".join(lines) + "\n"
