@@ -95,12 +95,16 @@ def in_transaction(work: Callable[[ClientSession], T]) -> T:
     with get_db().client.start_session() as session:
         result = session.with_transaction(work)
     if mongodb_engine() == "secantus":
-        get_db()[JOURNAL].update_one({"_id": JOURNAL_ROW}, {"$inc": {"commits": 1}}, upsert=True)
+        get_db()[JOURNAL].update_one({"_id": journal_row()}, {"$inc": {"commits": 1}}, upsert=True)
     return result
 
 
 JOURNAL = "_journal"
-JOURNAL_ROW = f"{socket.gethostname()}:{os.getpid()}"  # one row per process: no two writers contend
+def journal_row() -> str:
+    """This process's own row, so no two writers contend. Asked at each call, not at import:
+    gunicorn's master imports this module (gunicorn.conf.py `when_ready`) before it forks the
+    workers, and a row named at import would be the master's, shared by every worker."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 ENGINES = ("mongodb", "secantus")
