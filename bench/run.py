@@ -22,8 +22,10 @@ config, rate limits off (the benchmark measures the work, not the limiter):
           for 30 s, and deliveries per second of one worker draining a backlog
 
 Every wrk scenario runs BENCH_RUNS times (default 3) for BENCH_SECONDS (default 8) and the
-medians are reported; filter shapes run once each. A run with any non-2xx response is an
-error, not a number. Ratios are computed from this one run. Everything started is stopped.
+medians are reported; filter shapes run once each. A run where more than 0.5 % of the
+requests failed (non-2xx, socket errors) is an error, not a number; fewer (a rare database
+stall) are kept in that run's figures and listed under notes.failed_requests. Ratios are
+computed from this one run. Everything started is stopped.
 """
 
 from __future__ import annotations
@@ -69,6 +71,10 @@ FILTER_SHAPES = {  # name -> query string of an uncached first page (limit 20)
 }
 
 
+MAX_FAILED_SHARE = 0.005  # a run with more failed requests than this stops the benchmark
+FAILED: list[str] = []  # runs with a few failed requests (a database stall): reported in the notes
+
+
 def wrk(url: str, script: str, env: dict[str, str], seconds: int = SECONDS, connections: int = CONNECTIONS) -> dict:
     threads = min(2, connections)
     output = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
@@ -78,10 +84,16 @@ def wrk(url: str, script: str, env: dict[str, str], seconds: int = SECONDS, conn
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
     latency = {p: float(v) * UNIT[u] for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)}
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    errors = re.search(r"Socket errors:.*", output)
-    if bad or errors:
-        raise RuntimeError(f"{url}: {bad.group(0) if bad else ''} {errors.group(0) if errors else ''}\n{output}")
-    return {"rps": rps, "p50_ms": latency["50"], "p99_ms": latency["99"]}
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    total = int(re.search(r"(\d+) requests in", output).group(1))
+    failed = (int(bad.group(1)) if bad else 0) + (sum(map(int, errors.groups())) if errors else 0)
+    if failed > total * MAX_FAILED_SHARE:
+        raise RuntimeError(f"{url}: {failed} of {total} requests failed\n{output}")
+    sample = {"rps": rps, "p50_ms": latency["50"], "p99_ms": latency["99"]}
+    if failed:  # kept in the run's figures (results.json "runs") and counted in the notes
+        sample["failed"] = failed
+        FAILED.append(f"{url.split('/', 3)[-1]}: {failed} of {total}")
+    return sample
 
 
 class Results:
@@ -397,6 +409,7 @@ def capacity_phase(results: Results, work: Path) -> None:
             finally:
                 app.stop()
         results.notes["operations_per_request"] = per_request
+        results.notes["rate_limit_redis_commands_per_request"] = rate_limit_cost(env, s["folder"])
         results.notes["redis_ops_per_second"] = redis_capacity(s["folder"])
         # What one node of the embedded server writes: a task-sized insert with the journal, 16 threads.
         with pymongo.MongoClient(env["MONGODB_URI"]) as client:
@@ -404,6 +417,27 @@ def capacity_phase(results: Results, work: Path) -> None:
             document = {"title": "x" * 40, "status": "todo", "priority": "medium", "tags": ["bench"]}
             results.record("raw_insert", raw_load(lambda: scratch.insert_one(dict(document)), CONNECTIONS, runs=1),
                            CONNECTIONS)
+
+
+def rate_limit_cost(env: dict[str, str], folder: Path) -> float:
+    """The main Redis's extra commands per request with rate limits on (the rest of the bench runs
+    with them off: it measures the work, not the limiter): OPS_SAMPLE cached lists through one app
+    with the limiter on (a budget no sample reaches) and one with it off, counted on the server."""
+    counts = []
+    for limited in ("true", "false"):
+        app = GunicornServer({**env, "RATELIMIT_ENABLED": limited, "RATELIMIT_DEFAULT": "1000000/minute",
+                              "CACHE_TTL_SECONDS": "3600"}, workers=1, log_path=folder / "limits.log").start()
+        try:
+            token = login(app.base, "cap1@bench.example")
+            with requests.Session() as session:
+                session.get(app.base + "/api/v1/tasks", headers=auth(token), timeout=30).raise_for_status()  # cached
+                before = redis_calls(env["REDIS_URL"])
+                for _ in range(OPS_SAMPLE):
+                    session.get(app.base + "/api/v1/tasks", headers=auth(token), timeout=30).raise_for_status()
+                counts.append((redis_calls(env["REDIS_URL"]) - before) / OPS_SAMPLE)
+        finally:
+            app.stop()
+    return round(counts[0] - counts[1], 2)
 
 
 def redis_capacity(folder: Path) -> float | None:
@@ -570,6 +604,7 @@ def main() -> int:
                           for name, row in results.scenarios.items()}, indent=2))
         print(json.dumps(results.notes, indent=2))
         return 0
+    results.notes["failed_requests"] = FAILED or "none"
     values, shapes = ratios(results.scenarios)
     rps = {name: row["rps"] for name, row in results.scenarios.items()}
     capacity_model = capacity.model(rps, results.notes["operations_per_request"], results.notes["redis_ops_per_second"],
@@ -596,6 +631,7 @@ def main() -> int:
     }
     (ROOT / "bench" / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     (ROOT / "bench" / "results.md").write_text(render_markdown(report))
+    (ROOT / "docs" / "scaling.md").write_text(capacity.document(report))
     print(json.dumps(report["ratios"], indent=2))
     shutil.rmtree(work, ignore_errors=True)
     return 0
@@ -642,7 +678,9 @@ def render_markdown(report: dict) -> str:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--render"]:  # rewrite results.md from results.json (same run, new wording)
-        (ROOT / "bench" / "results.md").write_text(render_markdown(json.loads((ROOT / "bench" / "results.json").read_text())))
+    if sys.argv[1:] == ["--render"]:  # rewrite results.md and docs/scaling.md from results.json (same run)
+        report = json.loads((ROOT / "bench" / "results.json").read_text())
+        (ROOT / "bench" / "results.md").write_text(render_markdown(report))
+        (ROOT / "docs" / "scaling.md").write_text(capacity.document(report))
         sys.exit(0)
     sys.exit(main())

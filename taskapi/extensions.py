@@ -8,7 +8,7 @@ import os
 import socket
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import mongoengine
 import redis
@@ -20,6 +20,7 @@ from pymongo.client_session import ClientSession
 from pymongo.database import Database
 from pymongo.read_preferences import _ServerMode
 
+from config import SENTINEL_SCHEMES, parse_sentinel_url
 from taskapi.models import server_engine
 
 PREFIX = "taskapi:"  # every Redis key of taskapi starts with this
@@ -122,9 +123,6 @@ def mongodb_engine() -> str:
     return str(engine)
 
 
-SENTINEL_SCHEMES = ("redis+sentinel://", "rediss+sentinel://")
-
-
 def redis_from_url(url: str, **options: Any) -> redis.Redis:
     """A Redis client for `redis://`/`rediss://` URLs, or for a Sentinel set:
 
@@ -141,30 +139,6 @@ def redis_from_url(url: str, **options: Any) -> redis.Redis:
         sentinels, sentinel_kwargs={**timeouts, **sentinel_auth}, **timeouts)
     master = sentinel.master_for(service, db=db, ssl=tls, **auth, **options)  # type: ignore[no-untyped-call]
     return cast(redis.Redis, master)
-
-
-def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, dict[str, str], dict[str, str], bool]:
-    """(sentinel addresses, service name, db, the master's credentials, the Sentinels' credentials, TLS)."""
-    parts = urlsplit(url)
-    credentials, _, hosts = parts.netloc.rpartition("@")
-    sentinels = []
-    for host in hosts.split(","):
-        name, _, port = host.rpartition(":")
-        if not name or not port.isdigit():
-            raise ValueError(f"a Sentinel URL lists host:port pairs, got {host!r}")
-        sentinels.append((name.strip("[]"), int(port)))
-    path = [piece for piece in parts.path.split("/") if piece]
-    if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
-        raise ValueError("a Sentinel URL ends with /service_name or /service_name/db")
-    auth: dict[str, str] = {}
-    if credentials:
-        user, _, password = credentials.partition(":")
-        auth = {"password": unquote(password)} | ({"username": unquote(user)} if user else {})
-    query = parse_qs(parts.query)
-    if set(query) - {"sentinel_password"}:
-        raise ValueError(f"a Sentinel URL takes only ?sentinel_password=, not {sorted(set(query) - {'sentinel_password'})}")
-    sentinel_auth = {"password": query["sentinel_password"][0]} if "sentinel_password" in query else {}
-    return sentinels, path[0], int(path[1]) if len(path) == 2 else 0, auth, sentinel_auth, parts.scheme.startswith("rediss")
 
 
 def init_redis(app: Flask) -> None:

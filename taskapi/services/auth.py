@@ -43,7 +43,9 @@ def insert_user(user: UserDoc) -> None:
 
     try:
         in_transaction(write)
-    except DuplicateKeyError:
+    except DuplicateKeyError as exc:
+        if "email" not in str(exc.details or exc):  # another unique key: a bug, not the user's conflict
+            raise
         raise Conflict("An account with this email already exists.") from None
 
 

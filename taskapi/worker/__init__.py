@@ -44,8 +44,8 @@ from celery.exceptions import Reject
 from flask import Flask
 from kombu import Exchange, Queue
 
+from config import SENTINEL_SCHEMES, parse_sentinel_url
 from taskapi.clock import format_timestamp
-from taskapi.extensions import SENTINEL_SCHEMES, parse_sentinel_url
 from taskapi.models.mail import PASSWORD_RESET, REMINDER
 from taskapi.schemas.tasks import TaskSchema
 from taskapi.services import auth as accounts

@@ -11,7 +11,7 @@ import jwt
 import pytest
 import redis
 
-from taskapi.extensions import parse_sentinel_url
+from config import ConfigError, parse_sentinel_url
 from taskapi.worker import broker_url
 from tests.helpers import assert_problem, bearer, login, register
 from tests.servers import SentinelSet
@@ -26,7 +26,7 @@ def test_sentinel_urls_are_read_in_full():
     assert parse_sentinel_url("redis+sentinel://h:1/svc")[1:3] == ("svc", 0)
     for bad in ("redis+sentinel://h:1/", "redis+sentinel://h/svc", "redis+sentinel://h:1/svc/x", "redis+sentinel://h:1/a/1/2",
                 "redis+sentinel://h:1/svc?ssl_ca_certs=/ca.pem"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ConfigError):
             parse_sentinel_url(bad)
     # The worker's broker, when BROKER_URL is unset, in kombu's spelling.
     assert broker_url("redis+sentinel://:pw@h1:1,h2:2/svc/2") == (

@@ -128,7 +128,11 @@ def test_concurrent_workers_agree_on_the_development_secret(tmp_path):
      ("TASKAPI_ENV", "staging", "TASKAPI_ENV must be one of"), ("LOG_FORMAT", "xml", "LOG_FORMAT must be text or json"),
      ("MAX_CONTENT_LENGTH", "0", "MAX_CONTENT_LENGTH must be >= 1"),
      ("RATELIMIT_LOGIN", "lots", "RATELIMIT_LOGIN must be a rate"),
-     ("RATELIMIT_DEFAULT", "9/fortnight", "RATELIMIT_DEFAULT must be a rate")],
+     ("RATELIMIT_DEFAULT", "9/fortnight", "RATELIMIT_DEFAULT must be a rate"),
+     ("REDIS_URL", "redis+sentinel://s1:26379", "REDIS_URL: a Sentinel URL ends with /service_name"),
+     ("CACHE_REDIS_URL", "redis+sentinel://s1/taskapi", "CACHE_REDIS_URL: a Sentinel URL lists host:port pairs"),
+     ("BROKER_URL", "redis+sentinel://s1:1/taskapi?ssl=1", "BROKER_URL: a Sentinel URL takes only"),
+     ("REDIS_URL", "http://r:6379/0", "REDIS_URL must be a redis://")],
 )
 def test_bad_values_are_one_clear_error(monkeypatch, key, value, message):
     monkeypatch.setenv(key, value)
