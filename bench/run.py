@@ -8,7 +8,8 @@ config, rate limits off (the benchmark measures the work, not the limiter):
           Nginx, and the uncached first page (1 connection)
   keys    one user with 50 tasks: the cached list with HS256 against RS256 tokens (an app each),
           and through Nginx the RS256 monolith against the split (an auth service and a tasks
-          service verifying with the auth service's JWKS_URL)
+          service verifying with the auth service's JWKS_URL); each pair serves at once and
+          is run in turns, 5 runs each, so a slow spell of the machine touches both alike
   grown   100 000 tasks over 200 users (500 each): uncached first page and every filter shape
           (1 connection), uncached list and get-by-id against the same MongoDB operation
           issued straight from pymongo (same data, concurrency and server), PATCH against
@@ -42,7 +43,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pymongo
@@ -107,6 +108,18 @@ class Results:
         wrk(url, script, env, seconds=2, connections=connections)  # warm-up: caches, connections, code paths
         samples = [wrk(url, script, env, seconds=seconds, connections=connections) for _ in range(runs)]
         return self.record(name, samples, connections)
+
+    def alternated(self, targets: dict[str, tuple[str, dict[str, str]]], runs: int = max(RUNS, 5)) -> None:
+        """Scenarios whose ratio is reported, all serving at once and run in turns (A, B, A, B,
+        ...), so that a slower spell of the machine touches each alike: {name: (url, env)}."""
+        for url, env in targets.values():
+            wrk(url, "get.lua", env, seconds=2)  # warm-up
+        samples: dict[str, list[dict]] = {name: [] for name in targets}
+        for _ in range(runs):
+            for name, (url, env) in targets.items():
+                samples[name].append(wrk(url, "get.lua", env))
+        for name in targets:
+            self.record(name, samples[name], CONNECTIONS)
 
     def record(self, name: str, samples: list[dict], connections: int) -> dict:
         row = {key: round(statistics.median(s[key] for s in samples), 2) for key in ("rps", "p50_ms", "p99_ms")}
@@ -223,40 +236,38 @@ def keys_phase(results: Results, work: Path) -> None:
     print("keys: the cached list with RS256 tokens, and the split services behind Nginx", flush=True)
     from taskapi.services.keys import add_key
 
-    with stack("keys", work) as s:
+    with stack("keys", work) as s, ExitStack() as running:
         env = {**s["env"], "CACHE_TTL_SECONDS": "3600"}
         seed(env, 1, 50, "keys{n}@bench.example")
         folder = s["folder"] / "signing-keys"
         add_key(folder, "RS256")
         rs256 = {**env, "JWT_ALGORITHM": "RS256", "JWT_PRIVATE_KEYS": str(folder)}
-        for name, settings in (("hs256", env), ("rs256", rs256)):
-            with serving(settings, s["folder"] / f"{name}.log") as app:
-                token = login(app.base, "keys1@bench.example")
-                results.scenario(f"tasks_cached_{name}", app.base + "/api/v1/tasks", env={"BENCH_TOKEN": token})
-                if name == "rs256":
-                    nginx = NginxServer(f"127.0.0.1:{app.port}", Path(tempfile.mkdtemp(prefix="taskapi-bench-nginx-")))
-                    try:
-                        nginx.start()
-                        results.scenario("nginx_tasks_cached_monolith", nginx.base + "/api/v1/tasks",
-                                         env={"BENCH_TOKEN": token})
-                    finally:
-                        nginx.stop()
+        hs_app = running.enter_context(serving(env, s["folder"] / "hs256.log"))
+        rs_app = running.enter_context(serving(rs256, s["folder"] / "rs256.log"))
+        hs_token, rs_token = login(hs_app.base, "keys1@bench.example"), login(rs_app.base, "keys1@bench.example")
+        results.alternated({"tasks_cached_hs256": (hs_app.base + "/api/v1/tasks", {"BENCH_TOKEN": hs_token}),
+                            "tasks_cached_rs256": (rs_app.base + "/api/v1/tasks", {"BENCH_TOKEN": rs_token})})
+        # Through Nginx: the RS256 monolith above against an auth service and a tasks service.
+        monolith = running.enter_context(nginx_in_front(f"127.0.0.1:{rs_app.port}"))
         auth = GunicornServer({**rs256, "TASKAPI_SERVICE": "auth"}, workers=1, log_path=s["folder"] / "auth.log").start()
-        try:
-            tasks_env = {**env, "JWT_ALGORITHM": "RS256", "TASKAPI_SERVICE": "tasks",
-                         "JWKS_URL": f"{auth.base}/.well-known/jwks.json"}
-            with serving(tasks_env, s["folder"] / "tasks.log") as tasks:
-                nginx = NginxServer(f"127.0.0.1:{tasks.port}", Path(tempfile.mkdtemp(prefix="taskapi-bench-nginx-")),
-                                    auth_upstream=f"127.0.0.1:{auth.port}")
-                try:
-                    nginx.start()
-                    token = login(nginx.base, "keys1@bench.example")  # at the auth service, through Nginx
-                    results.scenario("nginx_tasks_cached_split", nginx.base + "/api/v1/tasks",
-                                     env={"BENCH_TOKEN": token})
-                finally:
-                    nginx.stop()
-        finally:
-            auth.stop()
+        running.callback(auth.stop)
+        tasks_env = {**env, "JWT_ALGORITHM": "RS256", "TASKAPI_SERVICE": "tasks",
+                     "JWKS_URL": f"{auth.base}/.well-known/jwks.json"}
+        tasks = running.enter_context(serving(tasks_env, s["folder"] / "tasks.log"))
+        split = running.enter_context(nginx_in_front(f"127.0.0.1:{tasks.port}", auth=f"127.0.0.1:{auth.port}"))
+        split_token = login(split.base, "keys1@bench.example")  # at the auth service, through Nginx
+        results.alternated({"nginx_tasks_cached_monolith": (monolith.base + "/api/v1/tasks", {"BENCH_TOKEN": rs_token}),
+                            "nginx_tasks_cached_split": (split.base + "/api/v1/tasks", {"BENCH_TOKEN": split_token})})
+
+
+@contextmanager
+def nginx_in_front(upstream: str, auth: str | None = None) -> Iterator[NginxServer]:
+    nginx = NginxServer(upstream, Path(tempfile.mkdtemp(prefix="taskapi-bench-nginx-")), auth_upstream=auth)
+    nginx.start()
+    try:
+        yield nginx
+    finally:
+        nginx.stop()
 
 
 def grown_phase(results: Results, work: Path) -> None:

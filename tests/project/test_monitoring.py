@@ -37,3 +37,14 @@ def test_the_dashboard_has_a_datasource_variable_and_unique_panel_ids():
     assert "datasource" in names and "instance" in names
     ids = [panel["id"] for panel in dashboard["panels"]]
     assert len(ids) == len(set(ids)) and all(panel["targets"] for panel in dashboard["panels"])
+
+
+def test_the_capacity_model_page_is_the_last_benchmark_run():
+    """docs/scaling.md is written by `make bench` from bench/results.json: a hand edit, or a run
+    whose page was not kept, shows here (`python -m bench.run --render` rewrites it)."""
+    from bench import capacity
+
+    report = json.loads((ROOT / "bench" / "results.json").read_text())
+    page = (ROOT / "docs" / "scaling.md").read_text()
+    assert page == capacity.document(report)
+    assert f"commit `{report['commit']}`" in page and f"{report['capacity_model']['requests_per_core']:,}" in page
