@@ -9,7 +9,8 @@ announcement of an account change to the tasks service (services/members.py).
 Safety settings: acks after the work (a worker killed mid-task leaves its message to be
 redelivered), prefetch 1, JSON only, durable queues with versioned names (BROKER_QUEUE_PREFIX).
 
-The loops (one thread per worker process, every WORKER_POLL_MS):
+The loops (two threads per worker process, each pass every WORKER_POLL_MS: the relay on its
+own, so that its pace is not the other steps'):
   relay      events waiting in the outbox -> `fanout` messages (an event is marked relayed once
              the broker has it; with the broker down it stays waiting and is retried)
   sweep      due delivery attempts neither queued lately nor running (a retry whose time has
@@ -185,27 +186,35 @@ def make_celery(app: Flask) -> Celery:
 
 
 class Loops:
-    """The relay and sweep loops of one worker process, on one thread."""
+    """The loops of one worker process, on two threads: the outbox relay alone on one (what a
+    delivery's or an announcement's latency waits for), the upkeep steps on the other (a slow
+    sweep or reminder pass under load never holds up the next relay)."""
 
     def __init__(self, app: Flask, celery: Celery) -> None:
         self.app, self.celery = app, celery
         self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self.run, name="taskapi-loops", daemon=True)
         self.poll = app.config["WORKER_POLL_MS"] / 1000
+        relay, upkeep = self.steps()
+        self.threads = [threading.Thread(target=self.run, args=(steps,), name=f"taskapi-{name}", daemon=True)
+                        for name, steps in (("relay", relay), ("upkeep", upkeep))]
+
+    def steps(self) -> tuple[list[tuple[str, Callable[[], int]]], list[tuple[str, Callable[[], int]]]]:
+        """(the relay thread's steps, the upkeep thread's), by role."""
+        if self.app.config["TASKAPI_SERVICE"] == "auth":
+            return [("accounts", self.accounts)], [("mail", self.mail)]
+        return [("relay", self.relay)], [("sweep", self.sweep), ("reminders", notifications.fire_due_reminders),
+                                         ("mail", self.mail)]
 
     def start(self) -> None:
-        self.thread.start()
+        for thread in self.threads:
+            thread.start()
 
     def stop(self) -> None:
         self.stopping.set()
-        self.thread.join(timeout=STEP_TIMEOUT_SECONDS)
+        for thread in self.threads:
+            thread.join(timeout=STEP_TIMEOUT_SECONDS)
 
-    def run(self) -> None:
-        steps: list[tuple[str, Callable[[], int]]] = [
-            ("relay", self.relay), ("sweep", self.sweep), ("reminders", notifications.fire_due_reminders),
-            ("mail", self.mail)]
-        if self.app.config["TASKAPI_SERVICE"] == "auth":
-            steps = [("accounts", self.accounts), ("mail", self.mail)]
+    def run(self, steps: list[tuple[str, Callable[[], int]]]) -> None:
         failing: set[str] = set()
         while not self.stopping.is_set():
             busy = False

@@ -76,3 +76,38 @@ def test_the_worker_command_says_in_one_line_when_a_server_is_missing(app_env, l
                             env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "cannot reach MongoDB" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_slow_upkeep_step_never_holds_up_the_relay(app, monkeypatch):
+    """The relay (what every delivery waits for) has a thread of its own: while the upkeep
+    thread is stuck in a reminder pass, the relay keeps its pace."""
+    import threading
+
+    from taskapi.services import notifications
+    from taskapi.worker import Loops
+
+    stuck, relays = threading.Event(), []
+    monkeypatch.setitem(app.config, "WORKER_POLL_MS", 20)
+    monkeypatch.setattr(notifications, "fire_due_reminders", lambda: stuck.wait(30) and 0)
+
+    class Probe(Loops):  # the session's servers stay untouched: only the steps' pacing is looked at
+        def relay(self) -> int:
+            relays.append(time.monotonic())
+            return 0
+
+        def sweep(self) -> int:
+            return 0
+
+        def mail(self) -> int:
+            return 0
+
+    loops = Probe(app, celery=None)  # type: ignore[arg-type]  # nothing is published
+    loops.start()
+    try:
+        time.sleep(1.0)
+        assert [thread.is_alive() for thread in loops.threads] == [True, True]
+        assert len(relays) >= 10, f"{len(relays)} relay passes in 1 s while a reminder pass hung"
+    finally:
+        stuck.set()
+        loops.stop()
+    assert not any(thread.is_alive() for thread in loops.threads)
