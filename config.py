@@ -170,7 +170,7 @@ class Config:
         # A revocation (logout, logout-all, password change, role change, deactivation) answers 2xx
         # only once this many replicas have it (Redis WAIT), so a failover cannot undo it; none in
         # REDIS_WAIT_TIMEOUT_MS: 503. Default 1 with a Sentinel REDIS_URL, else 0 (no replica).
-        sentinel = self.REDIS_URL.startswith(("redis+sentinel://", "rediss+sentinel://"))
+        sentinel = self.REDIS_URL.startswith(SENTINEL_SCHEMES)
         self.REDIS_REVOCATION_REPLICAS = env_int("REDIS_REVOCATION_REPLICAS", 1 if sentinel else 0)
         self.REDIS_WAIT_TIMEOUT_MS = env_int("REDIS_WAIT_TIMEOUT_MS", 250, minimum=1)
         # Seconds a client is told to wait after a 503 caused by MongoDB or Redis.
@@ -313,8 +313,8 @@ class Config:
                 except ConfigError as exc:
                     raise ConfigError(f"{name}: {exc}") from None
             elif name != "BROKER_URL" and not url.startswith(("redis://", "rediss://", "unix://")):
-                raise ConfigError(f"{name} must be a redis://, rediss://, unix:// or redis+sentinel:// URL, got "
-                                  f"{url.split('://')[0] + '://...' if '://' in url else url!r}")
+                scheme = f"{url.split('://')[0]}://..." if "://" in url else "a value with no scheme"
+                raise ConfigError(f"{name} must be a redis://, rediss://, unix:// or redis+sentinel:// URL, got {scheme}")
         if self.MONGODB_ENGINE not in {"auto", "mongodb", "secantus"}:
             raise ConfigError(f"MONGODB_ENGINE must be auto, mongodb or secantus, got {self.MONGODB_ENGINE!r}")
         if self.LOG_FORMAT not in {"text", "json"}:

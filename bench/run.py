@@ -9,7 +9,8 @@ config, rate limits off (the benchmark measures the work, not the limiter):
   keys    one user with 50 tasks: the cached list with HS256 against RS256 tokens (an app each),
           and through Nginx the RS256 monolith against the split (an auth service and a tasks
           service verifying with the auth service's JWKS_URL); each pair serves at once and
-          is run in turns, 5 runs each, so a slow spell of the machine touches both alike
+          runs in 6 rounds, the order swapped every round, so a slow spell of the machine
+          touches both alike; each ratio is the median of the rounds' ratios
   grown   100 000 tasks over 200 users (500 each): uncached first page and every filter shape
           (1 connection), uncached list and get-by-id against the same MongoDB operation
           issued straight from pymongo (same data, concurrency and server), PATCH against
@@ -58,6 +59,7 @@ from tests.servers import GunicornServer, MongoServer, NginxServer, RedisServer,
 ROOT = Path(__file__).resolve().parents[1]
 WRK = ROOT / "bench" / "wrk"
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+PAIRED_ROUNDS = 6  # the keys phase's pairs: an even number, so each side goes first as often
 SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
 CONNECTIONS = 16
 PASSWORD = "bench password 1"
@@ -76,7 +78,10 @@ MAX_FAILED_SHARE = 0.005  # a run with more failed requests than this stops the 
 FAILED: list[str] = []  # runs with a few failed requests (a database stall): reported in the notes
 
 
-def wrk(url: str, script: str, env: dict[str, str], seconds: int = SECONDS, connections: int = CONNECTIONS) -> dict:
+def wrk(url: str, script: str, env: dict[str, str], seconds: int = SECONDS, connections: int = CONNECTIONS,
+        label: str | None = None) -> dict:
+    """One wrk run; `label` names the scenario in the notes (None: a warm-up, whose failures are
+    neither counted nor fatal: the measured runs after it are)."""
     threads = min(2, connections)
     output = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
                              "--latency", "-s", str(WRK / script), url],
@@ -88,12 +93,12 @@ def wrk(url: str, script: str, env: dict[str, str], seconds: int = SECONDS, conn
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     total = int(re.search(r"(\d+) requests in", output).group(1))
     failed = (int(bad.group(1)) if bad else 0) + (sum(map(int, errors.groups())) if errors else 0)
-    if failed > total * MAX_FAILED_SHARE:
-        raise RuntimeError(f"{url}: {failed} of {total} requests failed\n{output}")
+    if label is not None and failed > total * MAX_FAILED_SHARE:
+        raise RuntimeError(f"{label} ({url}): {failed} of {total} requests failed\n{output}")
     sample = {"rps": rps, "p50_ms": latency["50"], "p99_ms": latency["99"]}
-    if failed:  # kept in the run's figures (results.json "runs") and counted in the notes
+    if failed and label is not None:  # kept in the run's figures (results.json "runs") and listed in the notes
         sample["failed"] = failed
-        FAILED.append(f"{url.split('/', 3)[-1]}: {failed} of {total}")
+        FAILED.append(f"{label}: {failed} of {total}")
     return sample
 
 
@@ -106,20 +111,27 @@ class Results:
                  connections: int = CONNECTIONS, runs: int = RUNS, seconds: int = SECONDS) -> dict:
         env = env or {}
         wrk(url, script, env, seconds=2, connections=connections)  # warm-up: caches, connections, code paths
-        samples = [wrk(url, script, env, seconds=seconds, connections=connections) for _ in range(runs)]
+        samples = [wrk(url, script, env, seconds=seconds, connections=connections, label=name) for _ in range(runs)]
         return self.record(name, samples, connections)
 
-    def alternated(self, targets: dict[str, tuple[str, dict[str, str]]], runs: int = max(RUNS, 5)) -> None:
-        """Scenarios whose ratio is reported, all serving at once and run in turns (A, B, A, B,
-        ...), so that a slower spell of the machine touches each alike: {name: (url, env)}."""
-        for url, env in targets.values():
+    def paired(self, base: str, base_target: tuple[str, dict[str, str]], other: str,
+               other_target: tuple[str, dict[str, str]]) -> float:
+        """Two scenarios whose ratio is reported, both serving at once and run in rounds of two,
+        the order swapped every round (A B, B A, ...: neither gains from going second), so a slower
+        spell of the machine touches both alike. Returns the median of the rounds' other ÷ base."""
+        for url, env in (base_target, other_target):
             wrk(url, "get.lua", env, seconds=2)  # warm-up
-        samples: dict[str, list[dict]] = {name: [] for name in targets}
-        for _ in range(runs):
-            for name, (url, env) in targets.items():
-                samples[name].append(wrk(url, "get.lua", env))
-        for name in targets:
+        samples: dict[str, list[dict]] = {base: [], other: []}
+        order = [(base, base_target), (other, other_target)]
+        for round_ in range(PAIRED_ROUNDS):
+            for name, (url, env) in order if round_ % 2 == 0 else order[::-1]:
+                samples[name].append(wrk(url, "get.lua", env, label=name))
+        for name in (base, other):
             self.record(name, samples[name], CONNECTIONS)
+        ratio = round(statistics.median(b["rps"] / a["rps"] for a, b in zip(samples[base], samples[other], strict=True)), 3)
+        self.notes[f"{other}_vs_{base}_per_round"] = [round(b["rps"] / a["rps"], 3) for a, b
+                                                      in zip(samples[base], samples[other], strict=True)]
+        return ratio
 
     def record(self, name: str, samples: list[dict], connections: int) -> dict:
         row = {key: round(statistics.median(s[key] for s in samples), 2) for key in ("rps", "p50_ms", "p99_ms")}
@@ -245,26 +257,29 @@ def keys_phase(results: Results, work: Path) -> None:
         hs_app = running.enter_context(serving(env, s["folder"] / "hs256.log"))
         rs_app = running.enter_context(serving(rs256, s["folder"] / "rs256.log"))
         hs_token, rs_token = login(hs_app.base, "keys1@bench.example"), login(rs_app.base, "keys1@bench.example")
-        results.alternated({"tasks_cached_hs256": (hs_app.base + "/api/v1/tasks", {"BENCH_TOKEN": hs_token}),
-                            "tasks_cached_rs256": (rs_app.base + "/api/v1/tasks", {"BENCH_TOKEN": rs_token})})
+        results.notes["rs256_vs_hs256_paired"] = results.paired(
+            "tasks_cached_hs256", (hs_app.base + "/api/v1/tasks", {"BENCH_TOKEN": hs_token}),
+            "tasks_cached_rs256", (rs_app.base + "/api/v1/tasks", {"BENCH_TOKEN": rs_token}))
         # Through Nginx: the RS256 monolith above against an auth service and a tasks service.
         monolith = running.enter_context(nginx_in_front(f"127.0.0.1:{rs_app.port}"))
-        auth = GunicornServer({**rs256, "TASKAPI_SERVICE": "auth"}, workers=1, log_path=s["folder"] / "auth.log").start()
-        running.callback(auth.stop)
+        auth = GunicornServer({**rs256, "TASKAPI_SERVICE": "auth"}, workers=1, log_path=s["folder"] / "auth.log")
+        running.callback(auth.stop)  # before start(): a start that fails half-way is stopped too
+        auth.start()
         tasks_env = {**env, "JWT_ALGORITHM": "RS256", "TASKAPI_SERVICE": "tasks",
                      "JWKS_URL": f"{auth.base}/.well-known/jwks.json"}
         tasks = running.enter_context(serving(tasks_env, s["folder"] / "tasks.log"))
         split = running.enter_context(nginx_in_front(f"127.0.0.1:{tasks.port}", auth=f"127.0.0.1:{auth.port}"))
         split_token = login(split.base, "keys1@bench.example")  # at the auth service, through Nginx
-        results.alternated({"nginx_tasks_cached_monolith": (monolith.base + "/api/v1/tasks", {"BENCH_TOKEN": rs_token}),
-                            "nginx_tasks_cached_split": (split.base + "/api/v1/tasks", {"BENCH_TOKEN": split_token})})
+        results.notes["split_vs_monolith_paired"] = results.paired(
+            "nginx_tasks_cached_monolith", (monolith.base + "/api/v1/tasks", {"BENCH_TOKEN": rs_token}),
+            "nginx_tasks_cached_split", (split.base + "/api/v1/tasks", {"BENCH_TOKEN": split_token}))
 
 
 @contextmanager
 def nginx_in_front(upstream: str, auth: str | None = None) -> Iterator[NginxServer]:
     nginx = NginxServer(upstream, Path(tempfile.mkdtemp(prefix="taskapi-bench-nginx-")), auth_upstream=auth)
-    nginx.start()
     try:
+        nginx.start()
         yield nginx
     finally:
         nginx.stop()
@@ -571,7 +586,7 @@ TARGETS = {  # ratio -> (text, check)
 CACHED_READS = ("tasks_cached", "dashboard_cached", "nginx_tasks_cached")
 
 
-def ratios(s: dict[str, dict]) -> dict[str, float]:
+def ratios(s: dict[str, dict], notes: dict[str, object]) -> dict[str, float]:
     rps = {name: row["rps"] for name, row in s.items()}
     p50 = {name: row["p50_ms"] for name, row in s.items()}
     shapes = {name[len("shape_"):]: round(p50[name] / p50["first_page_grown"], 2) for name in s if name.startswith("shape_")}
@@ -588,9 +603,9 @@ def ratios(s: dict[str, dict]) -> dict[str, float]:
         "cached_p99_ms_worst": max(s[name]["p99_ms"] for name in CACHED_READS),
         "create_with_webhook_vs_without": round(rps["create_with_webhook"] / rps["create_without_webhook"], 3),
         "delivery_p99_ms": p99_of(s, "delivery_latency"),
-        "rs256_vs_hs256_cached_list": round(rps["tasks_cached_rs256"] / rps["tasks_cached_hs256"], 3),
-        "split_vs_monolith_nginx_cached_list": round(rps["nginx_tasks_cached_split"]
-                                                     / rps["nginx_tasks_cached_monolith"], 3),
+        # Medians of per-round ratios (Results.paired): the two sides ran in alternating order.
+        "rs256_vs_hs256_cached_list": float(notes["rs256_vs_hs256_paired"]),  # type: ignore[arg-type]
+        "split_vs_monolith_nginx_cached_list": float(notes["split_vs_monolith_paired"]),  # type: ignore[arg-type]
     }, shapes
 
 
@@ -616,10 +631,11 @@ def main() -> int:
         print(json.dumps(results.notes, indent=2))
         return 0
     results.notes["failed_requests"] = FAILED or "none"
-    values, shapes = ratios(results.scenarios)
+    values, shapes = ratios(results.scenarios, results.notes)
     rps = {name: row["rps"] for name, row in results.scenarios.items()}
     capacity_model = capacity.model(rps, results.notes["operations_per_request"], results.notes["redis_ops_per_second"],
-                                    rps["raw_get_by_id"], rps["raw_insert"])
+                                    rps["raw_get_by_id"], rps["raw_insert"],
+                                    results.notes["rate_limit_redis_commands_per_request"])
     report = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "engine": f"SecantusDB {secantus_version()} (embedded default, on disk, writes with journal=true), "
@@ -628,7 +644,8 @@ def main() -> int:
                                  text=True).stdout.strip() or "unknown",
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "minutes": round((time.monotonic() - started) / 60, 1),
-        "settings": {"runs": RUNS, "seconds": SECONDS, "connections": CONNECTIONS, "wrk_threads": 2, "workers": 3},
+        "settings": {"runs": RUNS, "paired_rounds": PAIRED_ROUNDS, "notify_pairs": PAIRS, "seconds": SECONDS,
+                     "connections": CONNECTIONS, "wrk_threads": 2, "workers": 3},
         "ratios": values,
         "targets": {name: {"target": text, "met": check(values[name])} for name, (text, check) in TARGETS.items()},
         "filter_shapes_vs_first_page": shapes,
@@ -661,8 +678,10 @@ def render_markdown(report: dict) -> str:
         f"Commit `{report['commit']}`, {report['date']}, {report['machine']['cpus']} CPUs, Python "
         f"{report['machine']['python']}, {report['minutes']} minutes. Ran on: {report['engine']}. "
         f"Medians of {report['settings']['runs']} runs of {report['settings']['seconds']} s (filter shapes: one "
-        "run of 5 s); wrk shares the machine's CPUs with the server. Each data set was seeded into a fresh "
-        "database (`bench/run.py` says how).",
+        f"run of 5 s; the keys phase's pairs: {report['settings'].get('paired_rounds', 5)} rounds in alternating "
+        "order, their ratios the median of the rounds' ratios; the notify phase: "
+        f"{report['settings'].get('notify_pairs', 5)} alternated pairs); wrk shares the machine's CPUs with the "
+        "server. Each data set was seeded into a fresh database (`bench/run.py` says how).",
         "",
         "| ratio | value | target | met |",
         "|---|---:|---|---|",

@@ -298,6 +298,10 @@ def worker_command(concurrency: int | None, loglevel: str) -> None:
         click.echo("error: BROKER_URL must be set when TASKAPI_ENV=production (amqp://user:password@host:5672/vhost "
                    "for RabbitMQ)", err=True)
         raise SystemExit(1)
+    if app.config["BROKER_URL"].startswith("rediss+sentinel://"):  # kombu's Sentinel transport would drop the TLS
+        click.echo("error: the broker cannot be a Sentinel set over TLS (rediss+sentinel://): set BROKER_URL to "
+                   "amqps://... (RabbitMQ) or a rediss:// master", err=True)
+        raise SystemExit(1)
     run_worker(app, concurrency=concurrency or app.config["WORKER_CONCURRENCY"], loglevel=loglevel)
 
 

@@ -44,9 +44,16 @@ def insert_user(user: UserDoc) -> None:
     try:
         in_transaction(write)
     except DuplicateKeyError as exc:
-        if "email" not in str(exc.details or exc):  # another unique key: a bug, not the user's conflict
+        if not email_taken(exc):  # another unique key: a bug, not the user's conflict
             raise
         raise Conflict("An account with this email already exists.") from None
+
+
+def email_taken(exc: DuplicateKeyError) -> bool:
+    """The duplicate is the address (users' `email_unique`), by the key MongoDB names, or by
+    the index name in the message where the server names no key (SecantusDB)."""
+    details = exc.details or {}
+    return "email" in (details.get("keyPattern") or {}) or "email_unique" in str(details.get("errmsg") or exc)
 
 
 # --- account facts for the tasks service ----------------------------------------------------------

@@ -211,8 +211,9 @@ class Loops:
 
     def stop(self) -> None:
         self.stopping.set()
+        deadline = time.monotonic() + STEP_TIMEOUT_SECONDS  # one wait for both, within compose's grace period
         for thread in self.threads:
-            thread.join(timeout=STEP_TIMEOUT_SECONDS)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def run(self, steps: list[tuple[str, Callable[[], int]]]) -> None:
         failing: set[str] = set()

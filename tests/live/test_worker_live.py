@@ -70,6 +70,16 @@ def test_sigterm_finishes_the_delivery_in_flight(client, headers, app_env, log_d
         assert [row["status"] for row in rows] == ["succeeded"]
 
 
+def test_the_worker_refuses_a_broker_it_would_reach_without_tls(app_env):
+    """kombu's Sentinel transport has no TLS: a rediss+sentinel:// broker is refused in one line
+    rather than spoken to in clear."""
+    env = {**app_env, "BROKER_URL": "rediss+sentinel://127.0.0.1:26379/taskapi"}
+    result = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "worker"], cwd=ROOT,
+                            env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "cannot be a Sentinel set over TLS" in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
 def test_the_worker_command_says_in_one_line_when_a_server_is_missing(app_env, log_dir):
     env = {**app_env, "MONGODB_URI": "mongodb://127.0.0.1:1/x?serverSelectionTimeoutMS=300"}
     result = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "worker"], cwd=ROOT,

@@ -123,6 +123,18 @@ def test_concurrent_workers_agree_on_the_development_secret(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "key, value",
+    [("REDIS_URL", "unix:///run/redis.sock?db=2"), ("REDIS_URL", "rediss://:pw@r.example:6380/0?ssl_cert_reqs=required"),
+     ("REDIS_URL", "rediss+sentinel://s1:26379,s2:26379/taskapi/1?sentinel_password=x"),
+     ("CACHE_REDIS_URL", "redis://cache:6379/0"), ("BROKER_URL", "amqps://u:p@rabbit:5671/v"),
+     ("BROKER_URL", "sentinel://s1:26379/0;sentinel://s2:26379/0")],
+)
+def test_every_documented_redis_and_broker_form_is_accepted(monkeypatch, key, value):
+    monkeypatch.setenv(key, value)
+    assert getattr(get_config("testing"), key) == value
+
+
+@pytest.mark.parametrize(
     "key, value, message",
     [("PORT", "eighty", "PORT must be an integer"), ("RATELIMIT_ENABLED", "maybe", "RATELIMIT_ENABLED must be true or false"),
      ("TASKAPI_ENV", "staging", "TASKAPI_ENV must be one of"), ("LOG_FORMAT", "xml", "LOG_FORMAT must be text or json"),

@@ -4,6 +4,7 @@ before the change is stored, the last-admin rule."""
 from __future__ import annotations
 
 import pytest
+from pymongo.errors import DuplicateKeyError
 
 from taskapi.errors import Conflict, Unauthorized
 from taskapi.extensions import get_redis
@@ -20,6 +21,17 @@ def test_register_keeps_the_declared_defaults_and_refuses_a_second_account(app):
         assert stored["password_hash"].startswith("$argon2id$")
         with pytest.raises(Conflict):
             auth.register(email="ada@example.com", password="another password 1")
+
+
+def test_only_a_taken_address_is_a_conflict(app):
+    """Another unique key colliding (here the id) is a bug to surface, never "email taken"."""
+    with app.app_context():
+        user = auth.register(email="grace@example.com", password="correct horse battery")
+        twin = {**user, "email": "someone.else@example.com"}
+        with pytest.raises(DuplicateKeyError) as raised:
+            auth.insert_user(twin)
+        assert not isinstance(raised.value, Conflict) and not auth.email_taken(raised.value)
+        assert users().count_documents({"email": "someone.else@example.com"}) == 0
 
 
 def test_authenticate_answers_one_401_for_unknown_email_wrong_password_and_deactivation(app):
