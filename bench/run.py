@@ -115,10 +115,11 @@ class Results:
         return self.record(name, samples, connections)
 
     def paired(self, base: str, base_target: tuple[str, dict[str, str]], other: str,
-               other_target: tuple[str, dict[str, str]]) -> float:
+               other_target: tuple[str, dict[str, str]]) -> None:
         """Two scenarios whose ratio is reported, both serving at once and run in rounds of two,
         the order swapped every round (A B, B A, ...: neither gains from going second), so a slower
-        spell of the machine touches both alike. Returns the median of the rounds' other ÷ base."""
+        spell of the machine touches both alike. The rounds' other ÷ base go to the notes (the
+        reported ratio is their median: `ratios`)."""
         for url, env in (base_target, other_target):
             wrk(url, "get.lua", env, seconds=2)  # warm-up
         samples: dict[str, list[dict]] = {base: [], other: []}
@@ -128,10 +129,8 @@ class Results:
                 samples[name].append(wrk(url, "get.lua", env, label=name))
         for name in (base, other):
             self.record(name, samples[name], CONNECTIONS)
-        ratio = round(statistics.median(b["rps"] / a["rps"] for a, b in zip(samples[base], samples[other], strict=True)), 3)
         self.notes[f"{other}_vs_{base}_per_round"] = [round(b["rps"] / a["rps"], 3) for a, b
                                                       in zip(samples[base], samples[other], strict=True)]
-        return ratio
 
     def record(self, name: str, samples: list[dict], connections: int) -> dict:
         row = {key: round(statistics.median(s[key] for s in samples), 2) for key in ("rps", "p50_ms", "p99_ms")}
@@ -257,7 +256,7 @@ def keys_phase(results: Results, work: Path) -> None:
         hs_app = running.enter_context(serving(env, s["folder"] / "hs256.log"))
         rs_app = running.enter_context(serving(rs256, s["folder"] / "rs256.log"))
         hs_token, rs_token = login(hs_app.base, "keys1@bench.example"), login(rs_app.base, "keys1@bench.example")
-        results.notes["rs256_vs_hs256_paired"] = results.paired(
+        results.paired(
             "tasks_cached_hs256", (hs_app.base + "/api/v1/tasks", {"BENCH_TOKEN": hs_token}),
             "tasks_cached_rs256", (rs_app.base + "/api/v1/tasks", {"BENCH_TOKEN": rs_token}))
         # Through Nginx: the RS256 monolith above against an auth service and a tasks service.
@@ -270,7 +269,7 @@ def keys_phase(results: Results, work: Path) -> None:
         tasks = running.enter_context(serving(tasks_env, s["folder"] / "tasks.log"))
         split = running.enter_context(nginx_in_front(f"127.0.0.1:{tasks.port}", auth=f"127.0.0.1:{auth.port}"))
         split_token = login(split.base, "keys1@bench.example")  # at the auth service, through Nginx
-        results.notes["split_vs_monolith_paired"] = results.paired(
+        results.paired(
             "nginx_tasks_cached_monolith", (monolith.base + "/api/v1/tasks", {"BENCH_TOKEN": rs_token}),
             "nginx_tasks_cached_split", (split.base + "/api/v1/tasks", {"BENCH_TOKEN": split_token}))
 
@@ -612,9 +611,16 @@ def ratios(s: dict[str, dict], notes: dict[str, object]) -> dict[str, float]:
         "create_with_webhook_vs_without": round(rps["create_with_webhook"] / rps["create_without_webhook"], 3),
         "delivery_p99_ms": p99_of(s, "delivery_latency"),
         # Medians of per-round ratios (Results.paired): the two sides ran in alternating order.
-        "rs256_vs_hs256_cached_list": float(notes["rs256_vs_hs256_paired"]),  # type: ignore[arg-type]
-        "split_vs_monolith_nginx_cached_list": float(notes["split_vs_monolith_paired"]),  # type: ignore[arg-type]
+        "rs256_vs_hs256_cached_list": paired_ratio(notes, "tasks_cached_rs256", "tasks_cached_hs256"),
+        "split_vs_monolith_nginx_cached_list": paired_ratio(notes, "nginx_tasks_cached_split",
+                                                            "nginx_tasks_cached_monolith"),
     }, shapes
+
+
+def paired_ratio(notes: dict[str, object], other: str, base: str) -> float:
+    rounds = notes[f"{other}_vs_{base}_per_round"]
+    assert isinstance(rounds, list)
+    return round(statistics.median(rounds), 3)
 
 
 def p99_of(s: dict[str, dict], name: str) -> float:

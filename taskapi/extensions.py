@@ -101,6 +101,8 @@ def in_transaction(work: Callable[[ClientSession], T]) -> T:
 
 
 JOURNAL = "_journal"
+
+
 def journal_row() -> str:
     """This process's own row, so no two writers contend. Asked at each call, not at import:
     gunicorn's master imports this module (gunicorn.conf.py `when_ready`) before it forks the

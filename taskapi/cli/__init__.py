@@ -291,17 +291,19 @@ def worker_command(concurrency: int | None, loglevel: str) -> None:
     reminders, send mail (SIGTERM: finish what is in flight, then exit). Run as many as needed."""
     import os
 
-    from taskapi.worker import run_worker
+    from config import ConfigError
+    from taskapi.worker import broker_url, run_worker
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     if app.config["ENV_NAME"] == "production" and not os.environ.get("BROKER_URL", "").strip():
         click.echo("error: BROKER_URL must be set when TASKAPI_ENV=production (amqp://user:password@host:5672/vhost "
                    "for RabbitMQ)", err=True)
         raise SystemExit(1)
-    if app.config["BROKER_URL"].startswith("rediss+sentinel://"):  # kombu's Sentinel transport would drop the TLS
-        click.echo("error: the broker cannot be a Sentinel set over TLS (rediss+sentinel://): set BROKER_URL to "
-                   "amqps://... (RabbitMQ) or a rediss:// master", err=True)
-        raise SystemExit(1)
+    try:
+        broker_url(app.config["BROKER_URL"])  # a broker the worker cannot reach as configured: one line
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from None
     run_worker(app, concurrency=concurrency or app.config["WORKER_CONCURRENCY"], loglevel=loglevel)
 
 

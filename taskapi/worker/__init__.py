@@ -45,7 +45,7 @@ from celery.exceptions import Reject
 from flask import Flask
 from kombu import Exchange, Queue
 
-from config import SENTINEL_SCHEMES, parse_sentinel_url
+from config import SENTINEL_SCHEMES, ConfigError, parse_sentinel_url
 from taskapi.clock import format_timestamp
 from taskapi.models.mail import PASSWORD_RESET, REMINDER
 from taskapi.schemas.tasks import TaskSchema
@@ -82,10 +82,14 @@ def queue_names(app: Flask) -> dict[str, str]:
 
 def broker_url(url: str) -> tuple[str, dict[str, Any]]:
     """kombu's spelling of BROKER_URL: a Redis Sentinel set (REDIS_URL's form, used when BROKER_URL
-    is unset) becomes `sentinel://host:port/db;sentinel://...` with its service as `master_name`."""
+    is unset) becomes `sentinel://host:port/db;sentinel://...` with its service as `master_name`.
+    ConfigError for a Sentinel set over TLS: kombu's Sentinel transport would drop the TLS."""
     if not url.startswith(SENTINEL_SCHEMES):
         return url, {}
-    sentinels, service, db, auth, sentinel_auth, _ = parse_sentinel_url(url)
+    sentinels, service, db, auth, sentinel_auth, tls = parse_sentinel_url(url)
+    if tls:
+        raise ConfigError("the broker cannot be a Sentinel set over TLS (rediss+sentinel://): set BROKER_URL to "
+                          "amqps://... (RabbitMQ) or a rediss:// master")
     user = quote(auth.get("username", ""), safe="")
     credentials = f"{user}:{quote(auth['password'], safe='')}@" if "password" in auth else ""
     options: dict[str, Any] = {"master_name": service}
