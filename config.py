@@ -146,7 +146,7 @@ class Config:
         self.RUN_WORKER = env_bool("RUN_WORKER", True)  # `make run` starts a notification worker
         self.MONGODB_URI = env_str("MONGODB_URI") or (  # the embedded server: see devserver.mongo_uri
             f"mongodb://127.0.0.1:{self.EMBEDDED_MONGODB_PORT}/taskapi"
-            "?directConnection=true&retryWrites=false&journal=true"
+            "?directConnection=true&retryWrites=false"
         )
         # Short server selection: a dead database answers 503 in ~2 s, never a 30 s hang.
         self.MONGODB_TIMEOUT_MS = env_int("MONGODB_TIMEOUT_MS", 2000, minimum=100)

