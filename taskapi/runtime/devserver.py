@@ -113,6 +113,7 @@ def start_secantus(port: int, storage: str, log_path: Path, extra: list[str] | N
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [find_binary("secantusd-py"), "--host", "127.0.0.1", "--port", str(port),
                "--storage-path", storage, "--log-level", "WARNING", *(extra or [])]
+    # Replaces any WIREDTIGER_CONFIG of the caller's: the embedded server's durability is not optional.
     environment = {**os.environ, "WIREDTIGER_CONFIG": EMBEDDED_WIREDTIGER_CONFIG}
     with open(log_path, "ab") as log:
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment,
@@ -144,8 +145,8 @@ def start_redis(port: int, directory: Path | None, log_path: Path, *, maxmemory:
 def mongo_uri(port: int, database: str = "taskapi") -> str:
     """The embedded server's URI.
 
-    Durable against a kill -9 of the server through its start (EMBEDDED_WIREDTIGER_CONFIG),
-    not through j:true, which would stop the whole server for an fsync per write.
+    No journal=true: the server is durable against a kill -9 because start_secantus sets
+    EMBEDDED_WIREDTIGER_CONFIG, while j:true would stop the whole server for an fsync per write.
     retryWrites=false: SecantusDB keeps a server-wide table of retryable-write records, capped at
     10 000 and pruned by a full scan on every write, which made every write ~6x slower after
     10 000 of them (a write that fails is a 503 the client may retry).

@@ -1,4 +1,4 @@
-"""A kill -9 of the embedded server loses no acknowledged write (as `make run` connects to it)."""
+"""A kill -9 of the embedded server loses no acknowledged write (started as `make run` starts it)."""
 
 from __future__ import annotations
 
