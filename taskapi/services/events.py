@@ -48,5 +48,8 @@ def task_write_events(*, before: dict[str, Any] | None, after: dict[str, Any] | 
 
 
 def store(documents: list[dict[str, Any]], session: ClientSession | None) -> None:
-    if documents:
+    """One insert either way; a lone event (most writes) skips pymongo's bulk machinery."""
+    if len(documents) == 1:
+        events().insert_one(documents[0], session=session)
+    elif documents:
         events().insert_many(documents, session=session)
